@@ -1,0 +1,5 @@
+import sys
+
+from pmlseg.cli import main
+
+sys.exit(main())

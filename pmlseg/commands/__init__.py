@@ -1,0 +1,1 @@
+"""Subcommands of the `pmlseg` CLI, one module each (discovered by pmlseg.cli)."""

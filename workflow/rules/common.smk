@@ -1,0 +1,2 @@
+OUT = config["out_dir"]
+DICOM = config["dicom_dir"]
