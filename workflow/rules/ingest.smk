@@ -1,17 +1,28 @@
-rule ingest:
-    """Index the DICOM export and convert every structural/DWI series to de-identified BIDS."""
+# Stage 1: DICOM export -> de-identified BIDS + the visit manifest (a checkpoint: the rest of the DAG is
+# expanded from manifest.tsv once it exists). series.tsv and identity.tsv are deliberately not declared
+# outputs: Snakemake would delete them before a re-run, and ingest reads identity.tsv back to keep labels.
+
+
+checkpoint ingest:
+    """Index the DICOM export, convert every structural/DWI series to BIDS, write the visit manifest."""
     input:
-        DICOM,
+        dicom=ancient(DICOM),
+        clinical=[config["clinical"]] if config.get("clinical") else [],
     output:
-        series=f"{OUT}/series.tsv",
-        identity=f"{OUT}/identity.tsv",
+        manifest=P("manifest.tsv"),
+    params:
+        out=OUT,
+        state=lambda w: dicom_state(DICOM),
+        clinical=f"--clinical {Q(config['clinical'])}" if config.get("clinical") else "",
+        workers=config["ingest_workers"],
     log:
-        f"{OUT}/logs/ingest.log",
+        P("logs/ingest.log"),
     benchmark:
-        f"{OUT}/benchmarks/ingest.tsv"
-    threads: 2
+        P("benchmarks/ingest.tsv")
+    threads: res("ingest", "threads", 2)
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=res("ingest", "mem_mb", 4000),
+        runtime=res("ingest", "runtime", 120),
     shell:
-        "pmlseg --log-file {log} ingest {input} {OUT} --jobs {threads}"
+        "{PMLSEG} --log-file {log:q} ingest {input.dicom:q} {params.out:q} --workers {params.workers} && "
+        "{PMLSEG} --log-file {log:q} manifest {params.out:q} {params.clinical}"

@@ -1,0 +1,48 @@
+"""The detection network: a 2.5D MONAI BasicUNet on axial slices of the rebaseline working grid.
+
+Input channels are (2k+1) neighbouring slices each of rebaseline FLAIR, follow-up FLAIR and their
+difference (follow-up minus baseline), all intensity-normalised; output one logit map (new or
+enlarging lesion) for the centre slice. 2.5D keeps CPU training and inference cheap and suits the
+thick-slice clinical FLAIR this is used on (Hitziger et al. 2022 used a similar triplanar design).
+"""
+
+from __future__ import annotations
+
+DEFAULT_CONFIG = {
+    "context": 1,  # neighbouring slices on each side -> 3 slices per image
+    "features": [16, 24, 32, 64, 128, 16],
+    "inplane_mm": 1.0,
+    "roi_size": [192, 192],
+    "sw_batch_size": 16,
+    "overlap": 0.25,
+    "threshold": 0.5,
+    "min_size_mm3": 10.0,
+}
+
+
+def in_channels(config: dict) -> int:
+    return 3 * (2 * int(config["context"]) + 1)
+
+
+def build_network(config: dict):
+    from monai.networks.nets import BasicUNet
+
+    return BasicUNet(spatial_dims=2, in_channels=in_channels(config), out_channels=1,
+                     features=tuple(config["features"]), dropout=0.0)
+
+
+def stack_channels(bl, fu, k0: int, k1: int, context: int):
+    """Channels for centre slices k0..k1-1 of (x, y, z) arrays: [bl slices, fu slices, diff slices].
+
+    Returns an array (n, C, x, y); slices beyond the volume edge repeat the edge slice.
+    """
+    import numpy as np
+
+    nz = bl.shape[2]
+    out = []
+    for k in range(k0, k1):
+        idx = [min(max(k + d, 0), nz - 1) for d in range(-context, context + 1)]
+        b = bl[:, :, idx].transpose(2, 0, 1)
+        f = fu[:, :, idx].transpose(2, 0, 1)
+        out.append(np.concatenate([b, f, f - b], axis=0))
+    return np.stack(out).astype(np.float32)

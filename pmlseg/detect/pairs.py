@@ -1,0 +1,283 @@
+"""Synthetic training pairs: real brains + inserted new / enlarging / stable / shrinking lesions.
+
+There is no large labelled longitudinal set, so a baseline/follow-up pair is simulated from one
+real brain: lesions (real MNI lesion shapes or procedural blobs) are inserted into the follow-up
+only (label 1), into both visits (stable: label 0) or into the baseline only (shrinking: label 0);
+existing lesions of the real brain stay unchanged in both visits. Each visit is then "acquired"
+separately (thick-slice blur and sampling, its own small rotation / offset), the follow-up is
+resampled back onto the baseline grid with a slightly wrong transform (residual misregistration),
+and contrast, bias field and noise differ between visits. The result is on the same kind of grid
+the predictor works on (1 mm in plane, thick axial slices), see ``predictor.working_grid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Source:
+    """One real brain on a 1 mm isotropic grid (axes x, y, z with z = superior)."""
+
+    name: str
+    image: np.ndarray  # float32, normalised (median of brain = 1), 0 outside brain
+    mask: np.ndarray  # bool brain mask
+    lesions: np.ndarray  # bool: existing lesions of this brain (kept unchanged)
+    centres: np.ndarray  # (N, 3) int voxel candidates for new lesions (white matter / real lesion sites)
+
+
+def normalise(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Scale so that the median brain intensity is 1 (robust to lesions; same rule as inference)."""
+    med = float(np.median(image[mask])) if mask.any() else 1.0
+    return (image / max(med, 1e-6)).astype(np.float32)
+
+
+def lesion_library(mask_dir: str | Path, min_vox: int = 4, max_vox: int = 6000) -> tuple[list[np.ndarray], np.ndarray]:
+    """Connected components of the MNI lesion masks (crops) and all lesion voxel sites."""
+    import nibabel as nib
+
+    shapes: list[np.ndarray] = []
+    sites = []
+    for f in sorted(Path(mask_dir).glob("*.nii.gz")):
+        m = np.asarray(nib.load(str(f)).dataobj) > 0
+        lab, n = ndi.label(m, structure=np.ones((3, 3, 3)))
+        for i, sl in enumerate(ndi.find_objects(lab), start=1):
+            comp = lab[sl] == i
+            nv = int(comp.sum())
+            if min_vox <= nv <= max_vox:
+                shapes.append(np.pad(comp, 2))
+        sites.append(np.argwhere(m))
+    return shapes, np.concatenate(sites)
+
+
+def mni_source(brain_dir: str | Path, lesion_mask: str | Path, sites: np.ndarray) -> Source:
+    import nibabel as nib
+
+    img = np.asarray(nib.load(str(Path(brain_dir) / "FLAIR.nii.gz")).dataobj, dtype=np.float32)
+    mask = ndi.binary_fill_holes(img > 0.05 * np.percentile(img[img > 0], 99))
+    les = np.asarray(nib.load(str(lesion_mask)).dataobj) > 0
+    inner = ndi.binary_erosion(mask, iterations=6)
+    c = sites[inner[tuple(sites.T)]]
+    c = c[~les[tuple(c.T)]]
+    return Source(Path(brain_dir).name, normalise(img, mask) * mask, mask, les, c[:: max(1, len(c) // 20000)])
+
+
+def raw_source(name: str, image, mask: np.ndarray | None = None) -> Source:
+    """A raw clinical FLAIR (SimpleITK image) resampled to 1 mm iso, LPS; lesions found by intensity."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect.preprocess import brain_mask_array
+
+    img = sitk.DICOMOrient(sitk.Cast(image, sitk.sitkFloat32), "LPS")
+    sp = img.GetSpacing()
+    size = [int(round(s * n)) for s, n in zip(sp, img.GetSize())]
+    iso = sitk.Resample(img, size, sitk.Transform(), sitk.sitkLinear, img.GetOrigin(), (1.0, 1.0, 1.0),
+                        img.GetDirection(), 0.0, sitk.sitkFloat32)
+    arr = sitk.GetArrayFromImage(iso).transpose(2, 1, 0)
+    m = brain_mask_array(arr, (1.0, 1.0, 1.0)) if mask is None else mask
+    arr = normalise(arr, m) * m
+    inner = ndi.binary_erosion(m, iterations=8)
+    les = inner & (ndi.gaussian_filter(arr, 1.0) > 1.6)
+    les = ndi.binary_opening(les)
+    wm = inner & (arr > 0.9) & (arr < 1.4) & ~ndi.binary_dilation(les, iterations=2)
+    c = np.argwhere(wm)
+    return Source(name, arr, m, les, c[:: max(1, len(c) // 20000)])
+
+
+def _blob(rng: np.random.Generator, shapes: list[np.ndarray]) -> np.ndarray:
+    """A lesion shape: a real component (flipped, rescaled) or a perturbed ellipsoid."""
+    if shapes and rng.random() < 0.7:
+        # favour small lesions: most new lesions are small
+        for _ in range(20):
+            s = shapes[rng.integers(len(shapes))]
+            if s.sum() < rng.choice([60, 300, 2000, 6000], p=[0.45, 0.3, 0.2, 0.05]):
+                break
+        s = s.astype(np.float32)
+        for ax in range(3):
+            if rng.random() < 0.5:
+                s = np.flip(s, ax)
+        z = rng.uniform(0.7, 1.4)
+        s = ndi.zoom(s, z, order=1) > 0.5
+        return s if s.any() else np.ones((2, 2, 2), bool)
+    r = rng.uniform(1.2, 5.5, size=3) * rng.choice([1.0, 1.0, 1.6])
+    half = int(np.ceil(r.max())) + 3
+    g = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1].astype(np.float32)
+    q = sum((g[i] / r[i]) ** 2 for i in range(3))
+    noise = ndi.gaussian_filter(rng.normal(size=q.shape), 1.5)
+    noise = noise / (noise.std() + 1e-6)
+    return q + 0.25 * noise < 1.0
+
+
+def _paste(vol_mask: np.ndarray, shape: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(vol_mask)
+    lo = np.asarray(centre) - np.asarray(shape.shape) // 2
+    src = [slice(max(0, -l), min(s, d - l)) for l, s, d in zip(lo, shape.shape, vol_mask.shape)]
+    dst = [slice(max(0, l), max(0, l) + (ss.stop - ss.start)) for l, ss in zip(lo, src)]
+    if all(ss.stop > ss.start for ss in src):
+        out[tuple(dst)] = shape[tuple(src)]
+    return out
+
+
+def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: float) -> np.ndarray:
+    """Make region m FLAIR-bright with a soft (partial-volume) border and some texture (in place on a crop)."""
+    objs = ndi.find_objects(m.astype(np.uint8))
+    if not objs or objs[0] is None:
+        return img
+    sl = tuple(slice(max(0, s.start - 4), s.stop + 4) for s in objs[0])
+    soft = ndi.gaussian_filter(m[sl].astype(np.float32), rng.uniform(0.5, 1.0))
+    soft = np.clip(soft * 1.3, 0, 1)
+    tex = 1.0 + 0.24 * ndi.gaussian_filter(rng.normal(size=soft.shape).astype(np.float32), 1.0)
+    crop = img[sl]
+    img[sl] = crop + soft * np.clip(contrast * tex - crop, 0, None)
+    return img
+
+
+def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]):
+    """Return (bl_1mm, fu_1mm, new_1mm) with lesion changes inserted on the 1 mm source grid."""
+    bl = src.image.copy()
+    fu = src.image.copy()
+    new = np.zeros(src.mask.shape, bool)
+    occupied = src.lesions.copy()
+    n_new = rng.choice([0, 1, 2, 3, 4, 6, 8], p=[0.06, 0.2, 0.2, 0.18, 0.16, 0.12, 0.08])
+    n_stable = rng.integers(0, 5)
+    n_shrink = rng.integers(0, 3)
+    kinds = ["new"] * n_new + ["stable"] * n_stable + ["shrink"] * n_shrink
+    for kind in kinds:
+        for _ in range(10):
+            c = src.centres[rng.integers(len(src.centres))] + rng.integers(-3, 4, size=3)
+            m = _paste(src.mask, _blob(rng, shapes), c) & src.mask
+            box = ndi.find_objects(m.astype(np.uint8))
+            if m.sum() < 3 or not box or box[0] is None:
+                continue
+            bb = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in box[0])
+            if not (ndi.binary_dilation(m[bb], iterations=2) & occupied[bb]).any():
+                break
+        else:
+            continue
+        occupied |= m
+        contrast = rng.uniform(1.3, 2.1) if rng.random() < 0.8 else rng.uniform(1.12, 1.3)
+        if kind == "new":
+            fu = _fill(fu, m, rng, contrast)
+            new |= m
+        elif kind == "stable":
+            bl = _fill(bl, m, rng, contrast)
+            fu = _fill(fu, m, rng, contrast * rng.uniform(0.93, 1.07))
+        else:  # shrinking / disappearing: bright at baseline only (or much smaller at follow-up)
+            bl = _fill(bl, m, rng, contrast)
+            if rng.random() < 0.5:
+                fu = _fill(fu, ndi.binary_erosion(m, iterations=2), rng, contrast)
+    # enlarging: grow some existing lesions of the real brain at follow-up
+    lab, n = ndi.label(src.lesions)
+    objs = ndi.find_objects(lab)
+    if n:
+        for i in rng.permutation(n)[: rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])] + 1:
+            sl = objs[i - 1]
+            sl = tuple(slice(max(0, s.start - 8), s.stop + 8) for s in sl)
+            comp = lab[sl] == i
+            if comp.sum() < 10:
+                continue
+            grown = ndi.binary_dilation(comp, iterations=int(rng.integers(2, 5)))
+            half = np.argwhere(grown)
+            d = rng.normal(size=3)
+            keep = ((half - half.mean(0)) @ d) > rng.uniform(-0.5, 0.5) * np.abs(half - half.mean(0)).max()
+            g = np.zeros_like(grown)
+            g[tuple(half[keep].T)] = True
+            add = g & ~comp & src.mask[sl]
+            if add.sum() < 8:
+                continue
+            region = np.zeros(src.mask.shape, bool)
+            region[sl] = add
+            level = float(np.median(src.image[sl][comp]))
+            fu = _fill(fu, region, rng, max(level, 1.3))
+            new |= region
+    # existing lesions: slight intensity variation, never labelled
+    if src.lesions.any():
+        f = rng.uniform(0.95, 1.05)
+        fu = np.where(src.lesions, fu * f, fu)
+    return bl, fu, new
+
+
+def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("xyz", rng.normal(scale=deg, size=3), degrees=True).as_matrix()
+
+
+def acquire(vol: np.ndarray, rng: np.random.Generator, thick: float, rot: np.ndarray, shift: np.ndarray,
+            inplane: float = 1.0):
+    """Simulate a thick-slice 2D acquisition: slice-profile blur along z, then sample a rotated grid.
+
+    Returns (image, grid->1mm affine (4x4)) where grid index (i, j, k) has spacing (inplane, inplane, thick).
+    """
+    blurred = ndi.gaussian_filter1d(vol, sigma=thick / 2.355, axis=2)
+    if inplane > 1.0:
+        blurred = ndi.gaussian_filter(blurred, sigma=(0.4 * inplane, 0.4 * inplane, 0))
+    centre = (np.asarray(vol.shape) - 1) / 2.0
+    spacing = np.array([inplane, inplane, thick])
+    shape = np.maximum(1, np.floor(np.asarray(vol.shape) / spacing)).astype(int)
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    aff[:3, 3] = centre + shift - aff[:3, :3] @ ((shape - 1) / 2.0)
+    coords = _coords(aff, shape)
+    return ndi.map_coordinates(blurred, coords, order=1, mode="constant").reshape(shape), aff, shape
+
+
+def _coords(aff: np.ndarray, shape) -> np.ndarray:
+    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    return (aff[:3, :3] @ idx + aff[:3, 3:4]).astype(np.float32)
+
+
+def _bias(rng: np.random.Generator, shape, strength: float) -> np.ndarray:
+    """Smooth multiplicative bias field: exp of a random quadratic polynomial of position."""
+    x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
+    x, y, z = x[:, None, None], y[None, :, None], z[None, None, :]
+    terms = [x, y, z, x * x, y * y, z * z, x * y, x * z, y * z]
+    field = sum(float(c) * t for c, t in zip(rng.normal(size=len(terms)), terms))
+    field = field / (np.abs(field).max() + 1e-6)
+    return np.exp(strength * field).astype(np.float32)
+
+
+def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -> dict:
+    """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick)."""
+    bl1, fu1, new1 = insert_lesions(src, rng, shapes)
+    t_bl = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.5, 2.5)], p=[0.85, 0.15]))
+    t_fu = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.0, 2.5)], p=[0.8, 0.2]))
+    rot_bl = _rotation(rng, 2.0)
+    bl, aff_bl, shape_bl = acquire(bl1, rng, t_bl, rot_bl, rng.normal(scale=2.0, size=3))
+    mask = ndi.map_coordinates(src.mask.astype(np.float32), _coords(aff_bl, shape_bl), order=1).reshape(shape_bl) > 0.5
+    # follow-up: own rotation / offset / slice thickness, acquired and then resampled onto the baseline grid
+    rot_fu = _rotation(rng, 4.0)
+    fu_inplane = float(rng.uniform(0.8, 1.3))
+    fu_acq, aff_fu, shape_fu = acquire(fu1, rng, t_fu, rot_fu, rng.normal(scale=3.0, size=3), fu_inplane)
+    blurred_new = ndi.gaussian_filter1d(new1.astype(np.float32), sigma=t_fu / 2.355, axis=2)
+    new_acq = ndi.map_coordinates(blurred_new, _coords(aff_fu, shape_fu), order=1).reshape(shape_fu)
+    # residual misregistration: baseline grid -> 1mm -> (perturbed) -> follow-up grid
+    err = np.eye(4)
+    err[:3, :3] = _rotation(rng, 0.4) @ np.diag(1 + rng.normal(scale=0.006, size=3))
+    err[:3, 3] = rng.normal(scale=0.35, size=3)
+    centre = np.eye(4)
+    centre[:3, 3] = (np.asarray(src.mask.shape) - 1) / 2
+    err = centre @ err @ np.linalg.inv(centre)
+    bl_to_fu = np.linalg.inv(aff_fu) @ err @ aff_bl
+    coords = _coords(bl_to_fu, shape_bl)
+    fu = ndi.map_coordinates(fu_acq, coords, order=1).reshape(shape_bl)
+    label_frac = ndi.map_coordinates(new_acq, coords, order=1).reshape(shape_bl)
+    label = (label_frac > 0.4) & mask
+    # contrast, bias field and noise differ between visits (different scanners / protocols)
+    out = {}
+    for key, img in (("bl", bl), ("fu", fu)):
+        img = np.clip(img, 0, None) ** rng.uniform(0.75, 1.35)
+        img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
+        img = img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)
+        out[key] = (normalise(img, mask) * mask).astype(np.float16)
+    out["label"] = label
+    out["mask"] = mask
+    out["spacing"] = np.array([1.0, 1.0, t_bl])
+    return out

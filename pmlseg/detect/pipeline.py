@@ -1,0 +1,185 @@
+"""One case end to end: raw rebaseline + follow-up FLAIR -> registration + QC -> model -> lesions.
+
+All decisions are made on the working grid (pmlseg.detect.predictor.working_grid: what the network
+was trained on); the label map is then carried to the rebaseline's own grid (nearest neighbour), so
+it lives in the rebaseline's physical space like every other per-visit output. ``run_case`` is what
+`pmlseg detect` runs; call it repeatedly with one Predictor to process many cases in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pmlseg.errors import PmlsegError
+
+log = logging.getLogger(__name__)
+
+LESION_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "new_or_enlarging"]
+LESION_OUTPUTS = ("new_lesions.nii.gz", "lesions.tsv", "report.html")
+OPTIONAL = {"baseline_t1": ("baseline", "T1w"), "baseline_t2": ("baseline", "T2w"),
+            "followup_t1": ("followup", "T1w"), "followup_t2": ("followup", "T2w"),
+            "followup_dwi": ("followup", "dwi")}
+
+
+@dataclass
+class CaseResult:
+    status: str                       # "ok" or "failed" (QC failure allowed through)
+    n_lesions: int = 0
+    rows: list = field(default_factory=list)
+    labels: object = None             # SimpleITK UInt16 on the rebaseline grid
+    prob: np.ndarray | None = None    # working-grid probability (model) or 0/1 map (classical)
+    pair: object = None               # predictor.PreparedPair
+    qc: dict = field(default_factory=dict)
+
+
+def read_transform(path: str | Path):
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.is_file():
+        raise PmlsegError(f"{p}: follow-up transform not found")
+    try:
+        return sitk.ReadTransform(str(p))
+    except RuntimeError:
+        raise PmlsegError(f"{p}: cannot read as an ITK transform") from None
+
+
+def decide(pair, predictor=None, method: str = "model", threshold: float | None = None,
+           min_size_mm3: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probability-like map, labels 1..N) on the working grid for ``method`` model or classical."""
+    from pmlseg.detect import classical
+    from pmlseg.detect.network import DEFAULT_CONFIG
+    from pmlseg.detect.postprocess import components
+
+    cfg = predictor.config if predictor is not None else DEFAULT_CONFIG
+    thr = float(cfg["threshold"] if threshold is None else threshold)
+    min_mm3 = float(cfg["min_size_mm3"] if min_size_mm3 is None else min_size_mm3)
+    if method == "classical":
+        prob = classical.detect(pair.bl, pair.fu, pair.mask, pair.spacing).astype(np.float32)
+        thr = 0.5
+    elif method == "model":
+        if predictor is None:
+            raise PmlsegError("method 'model' needs a Predictor")
+        prob = predictor.probability(pair.bl, pair.fu, pair.mask)
+    else:
+        raise PmlsegError(f"unknown method {method!r}; choose model or classical")
+    return prob, components(prob > thr, pair.spacing, min_mm3)
+
+
+def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):
+    """An optional image of either visit on the rebaseline FLAIR grid (same-session rigid registration,
+    composed with the baseline->follow-up transform for follow-up images). DWI: first volume (b0)."""
+    import SimpleITK as sitk
+
+    from pmlseg.registration.affine import register_affine
+
+    img = sitk.ReadImage(str(path))
+    if img.GetDimension() == 4:
+        size = list(img.GetSize())
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
+    img = sitk.Cast(img, sitk.sitkFloat32)
+    flair = pair.baseline if visit == "baseline" else followup_flair
+    intra = register_affine(flair, img, init="identity", rigid_only=True, fixed_name=f"{visit} FLAIR",
+                            moving_name=str(path)).transform
+    tfm = intra if visit == "baseline" else sitk.CompositeTransform([intra, pair.transform])
+    return sitk.Resample(img, pair.baseline, tfm, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, predictor=None,
+             method: str = "model", followup_transform: str | Path | None = None,
+             optional: dict | None = None, allow_qc_failure: bool = False, report: bool = True,
+             pair=None) -> CaseResult:
+    """Detect new/enlarging lesions of ``followup`` against ``baseline`` and write them into ``out``.
+
+    Outputs (atomic): new_lesions.nii.gz, lesions.tsv, qc.json, report.html, and baseline_space/*.nii.gz
+    for the optional images. A registration QC failure raises PmlsegError naming both files, or with
+    ``allow_qc_failure`` writes qc.json with status "failed" (and removes stale lesion outputs).
+    ``pair`` (a PreparedPair of these files) skips reading/registration, e.g. to run both methods.
+    """
+    import SimpleITK as sitk
+
+    from pmlseg.atomic import write_nifti, write_text
+    from pmlseg.detect import postprocess
+    from pmlseg.detect.network import DEFAULT_CONFIG
+    from pmlseg.detect.predictor import prepare_pair, read_image
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = Path(out)
+    optional = {k: v for k, v in (optional or {}).items() if v}
+    for k, v in optional.items():
+        if k not in OPTIONAL:
+            raise PmlsegError(f"unknown optional input {k!r}")
+        if not Path(v).is_file():
+            raise PmlsegError(f"{v}: --{k.replace('_', '-')} file not found")
+    fu_img = read_image(followup, "follow-up FLAIR")
+    if pair is None:
+        bl_img = read_image(baseline, "rebaseline FLAIR")
+        tfm = read_transform(followup_transform) if followup_transform else None
+        pair = prepare_pair(bl_img, fu_img, tfm, baseline_name=str(baseline), followup_name=str(followup))
+    timings = {k: v for k, v in pair.timings.items() if k in ('brain_mask_s', 'registration_s', 'registration_qc_s', 'resample_s')}
+    qc = {"status": "ok",
+          "registration": {"similarity": round(float(pair.qc.similarity), 4), "passed": bool(pair.qc.passed),
+                           "reason": pair.qc.reason,
+                           "metrics": {k: round(float(v), 4) for k, v in (pair.qc.metrics or {}).items()},
+                           "transform": "given" if followup_transform else "registered (affine)"},
+          "method": method,
+          "model": ({"name": predictor.name, "sha256": predictor.sha256, "device": predictor.device}
+                    if method == "model" and predictor is not None else {"name": "classical subtraction"}),
+          "working_grid_spacing_mm": [round(s, 3) for s in pair.spacing],
+          "coordinates": "LPS (ITK/DICOM physical space), mm"}
+    if not pair.qc.passed:
+        msg = (f"registration QC failed for follow-up {followup} vs rebaseline {baseline}: "
+               f"similarity {pair.qc.similarity:.2f} (wrong patient or failed alignment?)")
+        if not allow_qc_failure:
+            raise PmlsegError(msg)
+        for name in LESION_OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        qc.update(status="failed", reason=msg, n_lesions=None,
+                  timings={**timings, "total_s": round(time.perf_counter() - t0, 2)})
+        write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
+        log.warning("%s", msg)
+        return CaseResult("failed", pair=pair, qc=qc)
+
+    t = time.perf_counter()
+    prob, lab_w = decide(pair, predictor, method)
+    timings["inference_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    kinds = postprocess.kind_of_lesions(lab_w, pair.bl, pair.mask, pair.spacing)
+    min_mm3 = float((predictor.config if predictor is not None else DEFAULT_CONFIG)["min_size_mm3"])
+    labels = postprocess.to_original_grid(lab_w, pair.grid, pair.baseline, min_mm3)
+    rows = postprocess.lesion_table(labels, kinds, lab_w, pair.grid)
+    timings["postprocess_s"] = round(time.perf_counter() - t, 2)
+
+    if optional:
+        t = time.perf_counter()
+        for k, v in optional.items():
+            visit, kind = OPTIONAL[k]
+            write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz",
+                        resample_optional(pair, v, visit, kind, fu_img))
+        timings["optional_inputs_s"] = round(time.perf_counter() - t, 2)
+
+    write_nifti(out / "new_lesions.nii.gz", labels)
+    lines = ["\t".join(LESION_COLUMNS)] + ["\t".join(str(r[c]) for c in LESION_COLUMNS) for r in rows]
+    write_text(out / "lesions.tsv", "\n".join(lines) + "\n")
+    result = CaseResult("ok", len(rows), rows, labels, prob, pair, qc)
+    qc["n_lesions"] = len(rows)
+    qc["n_new"] = sum(r["new_or_enlarging"] == "new" for r in rows)
+    qc["n_enlarging"] = len(rows) - qc["n_new"]
+    qc["total_volume_mm3"] = round(sum(r["volume_mm3"] for r in rows), 1)
+    if report:
+        t = time.perf_counter()
+        from pmlseg.detect.report import write_report
+
+        write_report(out / "report.html", result)
+        timings["report_s"] = round(time.perf_counter() - t, 2)
+    qc["timings"] = {**timings, "total_s": round(time.perf_counter() - t0, 2),
+                     "cpu_s": round(time.process_time() - c0, 2)}
+    write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
+    log.info("%d new/enlarging lesion(s) in %.1f s -> %s", len(rows), time.perf_counter() - t0, out)
+    return result

@@ -1,0 +1,122 @@
+"""From a detection mask on the working grid to numbered lesions on the rebaseline's original grid.
+
+Lesions are 26-connected components of at least ``min_size_mm3`` (found on the working grid, where
+the decision was made), carried to the rebaseline's original grid by nearest neighbour and numbered
+1..N by decreasing volume, so label value i is row i of lesions.tsv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+STRUCT26 = np.ones((3, 3, 3), bool)
+#: baseline FLAIR (median brain = 1) above this, smoothed, counts as a pre-existing hyperintensity
+BASELINE_HYPER = 1.35
+
+
+def components(binary: np.ndarray, spacing, min_size_mm3: float) -> np.ndarray:
+    """26-connected components of ``binary`` with volume >= ``min_size_mm3``, labelled 1..N by size."""
+    lab, n = ndi.label(binary, structure=STRUCT26)
+    if n == 0:
+        return lab.astype(np.int32)
+    vox = float(np.prod(spacing))
+    counts = np.bincount(lab.ravel())[1:]
+    keep = np.nonzero(counts * vox >= min_size_mm3)[0] + 1
+    order = keep[np.argsort(-counts[keep - 1], kind="stable")]
+    remap = np.zeros(n + 1, np.int32)
+    remap[order] = np.arange(1, len(order) + 1)
+    return remap[lab]
+
+
+def to_original_grid(labels: np.ndarray, grid, baseline, min_size_mm3: float = 0.0):
+    """Working-grid labels -> SimpleITK UInt16 label image on the baseline's original grid (nearest neighbour),
+    renumbered 1..N by decreasing volume; lesions that end below ``min_size_mm3`` there are dropped."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import from_array, to_array
+
+    img = from_array(labels.astype(np.uint16), grid)
+    res = sitk.Resample(img, baseline, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    arr = to_array(res)
+    counts = np.bincount(arr.ravel(), minlength=int(labels.max()) + 1)[1:]
+    vox = float(np.prod(baseline.GetSpacing()))
+    present = np.nonzero((counts > 0) & (counts * vox >= min_size_mm3))[0] + 1
+    order = present[np.argsort(-counts[present - 1], kind="stable")]
+    remap = np.zeros(max(int(labels.max()), int(arr.max())) + 1, np.uint16)
+    remap[order] = np.arange(1, len(order) + 1)
+    return from_array(remap[arr], baseline, sitk.sitkUInt16)
+
+
+def kind_of_lesions(labels: np.ndarray, bl: np.ndarray, mask: np.ndarray, spacing) -> dict[int, str]:
+    """'enlarging' when a lesion touches a baseline FLAIR hyperintensity (>= 10 mm^3), else 'new'."""
+    sm = ndi.gaussian_filter(bl, sigma=[0.7 / s for s in spacing])
+    hyper = components((sm > BASELINE_HYPER) & ndi.binary_erosion(mask, iterations=2), spacing, 10.0) > 0
+    out = {}
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        sl = tuple(slice(max(0, s.start - 2), s.stop + 2) for s in sl)
+        grown = ndi.binary_dilation(labels[sl] == i, structure=STRUCT26)
+        out[i] = "enlarging" if (grown & hyper[sl]).sum() >= 3 else "new"
+    return out
+
+
+def lesion_table(label_img, kinds_working: dict[int, str], working_labels: np.ndarray, grid) -> list[dict]:
+    """One row per label of ``label_img`` (original grid): id, volume, LPS centroid (mm), kind.
+
+    ``kinds_working`` is keyed by working-grid label; the match is by overlap after resampling.
+    """
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import to_array
+
+    arr = to_array(label_img)
+    vox = float(np.prod(label_img.GetSpacing()))
+    n = int(arr.max())
+    rows = []
+    if n == 0:
+        return rows
+    # the working-grid label under each original-grid lesion's voxels (for its kind)
+    back = sitk.Resample(sitk.Cast(_img(working_labels, grid), sitk.sitkUInt16), label_img, sitk.Transform(),
+                         sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
+    back = to_array(back)
+    centroids = ndi.center_of_mass(np.ones_like(arr, np.float32), arr, range(1, n + 1))
+    counts = np.bincount(arr.ravel(), minlength=n + 1)
+    for i in range(1, n + 1):
+        src = np.bincount(back[arr == i]).argmax() if counts[i] else 0
+        c = label_img.TransformContinuousIndexToPhysicalPoint([float(v) for v in centroids[i - 1]])
+        rows.append({"lesion_id": i, "volume_mm3": round(float(counts[i]) * vox, 1),
+                     "centroid_x": round(c[0], 1), "centroid_y": round(c[1], 1), "centroid_z": round(c[2], 1),
+                     "new_or_enlarging": kinds_working.get(int(src), "new")})
+    return rows
+
+
+def _img(arr, grid):
+    from pmlseg.detect.predictor import from_array
+
+    return from_array(arr.astype(np.uint16), grid)
+
+
+def label_lesions(binary: np.ndarray, spacing, min_size_mm3: float = 10.0) -> np.ndarray:
+    """Lesion labels 1..N (26-connected, >= ``min_size_mm3``, largest first) of a binary map."""
+    return components(binary, spacing, min_size_mm3)
+
+
+def lesion_rows(labels: np.ndarray, ref, bl_norm: np.ndarray, spacing) -> list[dict]:
+    """lesions.tsv rows for ``labels`` on ``ref``'s grid (LPS mm centroids); ``bl_norm`` = normalised
+    baseline FLAIR on the same grid, for new vs enlarging."""
+    kinds = kind_of_lesions(labels, bl_norm, bl_norm > 0, spacing)
+    vox = float(np.prod(spacing))
+    n = int(labels.max())
+    rows = []
+    if n == 0:
+        return rows
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    cents = ndi.center_of_mass(np.ones(labels.shape, np.float32), labels, range(1, n + 1))
+    for i in range(1, n + 1):
+        c = ref.TransformContinuousIndexToPhysicalPoint([float(v) for v in cents[i - 1]])
+        rows.append({"lesion_id": i, "volume_mm3": round(float(counts[i]) * vox, 1),
+                     "centroid_x": round(c[0], 1), "centroid_y": round(c[1], 1), "centroid_z": round(c[2], 1),
+                     "new_or_enlarging": kinds.get(i, "new")})
+    return rows

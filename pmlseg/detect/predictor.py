@@ -1,0 +1,259 @@
+"""Model inference: the working grid shared with training, and a Predictor loaded once per process.
+
+Why a shared ``working_grid``: the network was trained on synthetic pairs laid out on the rebaseline's
+grid reoriented to LPS, 1 mm in plane, native slice spacing (pmlseg.detect.pairs.make_pair), with each
+image divided by its median brain intensity and 0 outside the brain. Inference must see the same
+geometry and intensity scale, so ``prepare_pair`` builds exactly that from two raw FLAIRs and the
+affine registration (linear interpolation); the model and the classical baseline both use it.
+Build one ``Predictor`` per process and reuse it across cases (weights loaded and checked once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pmlseg.errors import PmlsegError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "newlesion-2p5d"
+
+
+# ----------------------------------------------------------------------------- working grid
+def working_grid(baseline, inplane_mm: float = 1.0):
+    """Empty reference image (SimpleITK) for ``baseline``: LPS axes, ``inplane_mm`` in plane, slice spacing kept.
+
+    The physical extent is kept (the first voxel centre moves by half the change of voxel size).
+    """
+    import SimpleITK as sitk
+
+    img = sitk.DICOMOrient(baseline, "LPS")
+    sp = np.array(img.GetSpacing(), float)
+    new_sp = np.array([inplane_mm, inplane_mm, sp[2]])
+    size = [max(2, int(round(n * s / ns))) for n, s, ns in zip(img.GetSize(), sp, new_sp)]
+    direction = np.array(img.GetDirection()).reshape(3, 3)
+    origin = np.array(img.GetOrigin()) + direction @ ((new_sp - sp) / 2.0)
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing(new_sp.tolist())
+    ref.SetOrigin(origin.tolist())
+    ref.SetDirection(img.GetDirection())
+    return ref
+
+
+def to_array(img) -> np.ndarray:
+    """SimpleITK image -> numpy array indexed (x, y, z) like the training pairs."""
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+
+
+def from_array(arr: np.ndarray, ref, pixel=None):
+    """numpy (x, y, z) array -> SimpleITK image on ``ref``'s grid."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+    img.CopyInformation(ref)
+    return img if pixel is None else sitk.Cast(img, pixel)
+
+
+def normalise(arr: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Divide by the median brain intensity, 0 outside the brain (the rule of pairs.normalise)."""
+    from pmlseg.detect.pairs import normalise as _norm
+
+    return (_norm(arr, mask) * mask).astype(np.float32)
+
+
+@dataclass
+class PreparedPair:
+    """Both visits on the working grid, normalised, plus what QC and the report need."""
+
+    grid: object                # SimpleITK reference image (working grid)
+    bl: np.ndarray              # (x, y, z) float32, median brain = 1, 0 outside brain
+    fu: np.ndarray
+    mask: np.ndarray            # bool brain mask on the working grid
+    baseline: object            # original rebaseline image (SimpleITK float32): the output grid
+    transform: object           # rebaseline points -> follow-up points
+    qc: object = None           # pmlseg.registration.qc.QCResult
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(self.grid.GetSpacing())
+
+
+def read_image(path: str | Path, what: str):
+    """Read a 3D image; a one-line error naming the file when it is missing or unreadable."""
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.is_file():
+        raise PmlsegError(f"{p}: {what} not found")
+    try:
+        img = sitk.ReadImage(str(p))
+    except RuntimeError as exc:
+        raise PmlsegError(f"{p}: cannot read {what} ({str(exc).strip().splitlines()[-1][:150]})") from None
+    if img.GetDimension() != 3 or min(img.GetSize()) < 2 or img.GetNumberOfComponentsPerPixel() != 1:
+        raise PmlsegError(f"{p}: {what} is not a 3D scalar image (size {img.GetSize()})")
+    return sitk.Cast(img, sitk.sitkFloat32)
+
+
+def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "baseline",
+                 followup_name: str = "followup", inplane_mm: float = 1.0) -> PreparedPair:
+    """Register (unless ``transform`` is given), QC, and lay both visits on the working grid.
+
+    ``transform`` maps rebaseline points to follow-up points (``register REB FU`` convention).
+    """
+    import SimpleITK as sitk
+
+    from pmlseg.registration.affine import check_image, register_affine
+    from pmlseg.registration.preprocess import brain_mask
+    from pmlseg.registration.qc import registration_qc
+
+    timings = {}
+    t = time.perf_counter()
+    baseline = check_image(baseline, baseline_name)
+    followup = check_image(followup, followup_name)
+    mask_bl = brain_mask(baseline, "FLAIR", name=baseline_name)
+    timings["brain_mask_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    if transform is None:
+        transform = register_affine(baseline, followup, fixed_mask=mask_bl, fixed_name=baseline_name,
+                                    moving_name=followup_name).transform
+        timings["registration_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    qc = registration_qc(baseline, followup, transform, fixed_mask=mask_bl, fixed_name=baseline_name,
+                         moving_name=followup_name)
+    timings["registration_qc_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    grid = working_grid(baseline, inplane_mm)
+    bl = to_array(sitk.Resample(baseline, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fu = to_array(sitk.Resample(followup, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    mask = to_array(sitk.Resample(mask_bl, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+    # the follow-up may not cover the whole baseline brain: keep only voxels both visits see
+    ones = sitk.Image(followup.GetSize(), sitk.sitkUInt8) + 1
+    ones.CopyInformation(followup)
+    mask &= to_array(sitk.Resample(ones, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
+    if mask.sum() < 1000:
+        raise PmlsegError(f"{baseline_name}: brain mask on the working grid is (nearly) empty")
+    timings["resample_s"] = round(time.perf_counter() - t, 2)
+    return PreparedPair(grid, normalise(bl, mask), normalise(fu, mask), mask, baseline, transform, qc, timings)
+
+
+# ----------------------------------------------------------------------------- model
+def _bbox(mask: np.ndarray, margin=(16, 16, 0)):
+    """Slices of ``mask``'s bounding box grown by ``margin`` voxels per axis (None if empty)."""
+    if not mask.any():
+        return None
+    out = []
+    for ax, m in enumerate(margin):
+        nz = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
+        out.append(slice(max(0, nz[0] - m), min(mask.shape[ax], nz[-1] + 1 + m)))
+    return tuple(out)
+
+
+def resolve_model(name_or_dir: str | Path | None) -> Path:
+    """A model folder: an existing directory, or a name under the repository's models/."""
+    from pmlseg.paths import MODELS_DIR
+
+    name = str(name_or_dir or DEFAULT_MODEL)
+    p = Path(name)
+    return p if (p.is_dir() or "/" in name) else MODELS_DIR / name
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise PmlsegError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PmlsegError("--device cuda: no CUDA GPU is available to torch on this machine")
+    return device
+
+
+class Predictor:
+    """The detection network, loaded and checksum-verified once; ``probability`` per case."""
+
+    def __init__(self, model: str | Path | None = None, device: str = "auto"):
+        import torch
+        from monai.inferers import SlidingWindowInferer
+
+        from pmlseg.detect.network import DEFAULT_CONFIG, build_network
+        from pmlseg.detect.train import sha256
+
+        self.dir = resolve_model(model)
+        meta_path = self.dir / "metadata.json"
+        if not meta_path.is_file():
+            raise PmlsegError(f"{meta_path}: model metadata missing (is {self.dir} a model folder?)")
+        try:
+            self.metadata = json.loads(meta_path.read_text())
+        except ValueError as exc:
+            raise PmlsegError(f"{meta_path}: unreadable model metadata ({exc})") from None
+        weights = self.dir / self.metadata.get("weights", "model.pt")
+        if not weights.is_file():
+            raise PmlsegError(f"{weights}: model weights missing")
+        actual = sha256(weights)
+        if actual != self.metadata.get("sha256"):
+            raise PmlsegError(f"{weights}: sha256 {actual[:12]}… does not match metadata.json "
+                              f"({str(self.metadata.get('sha256'))[:12]}…): weights corrupt or replaced")
+        self.sha256 = actual
+        self.meta = self.metadata
+        self.name = self.metadata.get("name", self.dir.name)
+        self.config = dict(DEFAULT_CONFIG)
+        inf = self.dir / "inference.json"
+        if inf.is_file():
+            try:
+                self.config.update(json.loads(inf.read_text()))
+            except ValueError as exc:
+                raise PmlsegError(f"{inf}: unreadable inference config ({exc})") from None
+        self.device = pick_device(device)
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        self.net = build_network(self.config)
+        try:
+            self.net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        except Exception as exc:  # torch raises several types for bad files
+            raise PmlsegError(f"{weights}: cannot load weights ({str(exc).splitlines()[0][:150]})") from None
+        self.net.to(self.device).eval()
+        self.inferer = SlidingWindowInferer(roi_size=tuple(self.config["roi_size"]),
+                                            sw_batch_size=int(self.config["sw_batch_size"]),
+                                            overlap=float(self.config["overlap"]), mode="gaussian",
+                                            padding_mode="constant")
+        log.info("model %s (sha256 %s…) on %s", self.name, self.sha256[:12], self.device)
+
+    def probability(self, bl: np.ndarray, fu: np.ndarray, mask: np.ndarray | None = None,
+                    slices_per_batch: int = 16) -> np.ndarray:
+        """Per-voxel probability of a new/enlarging lesion on the working grid (x, y, z); 0 outside ``mask``."""
+        import torch
+
+        from pmlseg.detect.network import stack_channels
+        from pmlseg.logs import progress
+
+        out = np.zeros(bl.shape, np.float32)
+        # only the brain's bounding box (+ margin) and slices that contain brain: outside is 0 anyway
+        box = _bbox(mask if mask is not None else (bl != 0) | (fu != 0), margin=(16, 16, 1))
+        if box is None:
+            return out
+        bl_c, fu_c = bl[box], fu[box]
+        nz = bl_c.shape[2]
+        ctx = int(self.config["context"])
+        amp = self.device == "cuda"
+        res = np.zeros(bl_c.shape, np.float32)
+        with torch.inference_mode():
+            for k0 in progress(range(0, nz, slices_per_batch), desc="detect", unit="batch"):
+                k1 = min(nz, k0 + slices_per_batch)
+                x = torch.from_numpy(stack_channels(bl_c, fu_c, k0, k1, ctx)).to(self.device)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                    logits = self.inferer(x, self.net)
+                res[:, :, k0:k1] = torch.sigmoid(logits.float())[:, 0].cpu().numpy().transpose(1, 2, 0)
+        out[box] = res
+        return out if mask is None else out * mask
+
+    predict = probability  # older name

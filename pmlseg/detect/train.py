@@ -1,0 +1,197 @@
+"""Train the 2.5D detector on synthetic pairs made on the fly from real brains (see pairs.py).
+
+A DataLoader worker keeps a rolling pool of synthetic pairs (one new pair replaces an old one every
+few batches) and cuts 2.5D patches from it, half of them centred on a new-lesion voxel; the main
+process trains. Checkpoints are written as training goes, so a time-boxed run always leaves a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pmlseg.atomic import atomic_path, write_text
+from pmlseg.detect.network import DEFAULT_CONFIG, build_network, stack_channels
+from pmlseg.errors import PmlsegError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RECIPE = {
+    "seed": 0,
+    "minutes": 50.0,
+    "max_steps": 100000,
+    "batch_size": 16,
+    "patch": 96,
+    "lr": 2e-3,
+    "pool_size": 14,
+    "replace_every": 6,
+    "positive_fraction": 0.6,
+    "sources": {
+        "mni_brains": ["patient07", "patient19", "patient26"],
+        "raw_flair": ["ljubljana-longitudinal/patient04/study1_FLAIR.nii.gz"],
+    },
+    "checkpoint_minutes": 5.0,
+}
+
+
+def load_sources(recipe: dict, shared: Path):
+    """The real brains the pairs are made from, and the real lesion-shape library."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect import pairs
+
+    cross = shared / "ljubljana-cross-sectional"
+    if not (cross / "mni-lesion-masks").is_dir():
+        raise PmlsegError(f"{cross / 'mni-lesion-masks'}: lesion library not found (set PMLSEG_SHARED_DATA)")
+    shapes, sites = pairs.lesion_library(cross / "mni-lesion-masks")
+    sources = [pairs.mni_source(cross / "mni" / p, cross / "mni-lesion-masks" / f"{p}.nii.gz", sites)
+               for p in recipe["sources"]["mni_brains"]]
+    for rel in recipe["sources"]["raw_flair"]:
+        sources.append(pairs.raw_source(rel, sitk.ReadImage(str(shared / rel))))
+    return sources, shapes
+
+
+def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int, positive: bool):
+    """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair."""
+    bl, fu, lab, mask = (pair["bl"].astype(np.float32), pair["fu"].astype(np.float32), pair["label"], pair["mask"])
+    if positive and lab.any():
+        pts = np.argwhere(lab)
+        c = pts[rng.integers(len(pts))] + rng.integers(-patch // 3, patch // 3 + 1, size=3) * np.array([1, 1, 0])
+    else:
+        pts = np.argwhere(mask[::4, ::4, :]) * np.array([4, 4, 1])
+        c = pts[rng.integers(len(pts))]
+    k = int(np.clip(c[2], 0, bl.shape[2] - 1))
+    x0 = int(np.clip(c[0] - patch // 2, 0, max(0, bl.shape[0] - patch)))
+    y0 = int(np.clip(c[1] - patch // 2, 0, max(0, bl.shape[1] - patch)))
+    sl = (slice(x0, x0 + patch), slice(y0, y0 + patch))
+    x = stack_channels(bl[sl], fu[sl], k, k + 1, context)[0]
+    y = lab[sl][:, :, k][None].astype(np.float32)
+    pad = [(0, 0), (0, patch - x.shape[1]), (0, patch - x.shape[2])]
+    x, y = np.pad(x, pad), np.pad(y, pad)
+    if rng.random() < 0.5:
+        x, y = x[:, ::-1], y[:, ::-1]
+    if rng.random() < 0.5:
+        x, y = x[:, :, ::-1], y[:, :, ::-1]
+    if rng.random() < 0.5:
+        x, y = x.transpose(0, 2, 1), y.transpose(0, 2, 1)
+    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+
+
+def _patch_stream(recipe: dict, config: dict, shared: str):
+    """Infinite generator of batches, run inside one DataLoader worker (rolling pool of pairs)."""
+    import torch
+
+    from pmlseg.detect import pairs
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(recipe["seed"] + 1)
+    sources, shapes = load_sources(recipe, Path(shared))
+    pool = [pairs.make_pair(sources[i % len(sources)], rng, shapes) for i in range(recipe["pool_size"])]
+    n = 0
+    while True:
+        xs, ys = [], []
+        for b in range(recipe["batch_size"]):
+            pair = pool[rng.integers(len(pool))]
+            x, y = sample_patch(pair, rng, recipe["patch"], config["context"], rng.random() < recipe["positive_fraction"])
+            xs.append(x)
+            ys.append(y)
+        yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+        n += 1
+        if n % recipe["replace_every"] == 0:
+            pool[rng.integers(len(pool))] = pairs.make_pair(sources[rng.integers(len(sources))], rng, shapes)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
+    """Write weights, inference config and metadata (with the weights' sha256) atomically."""
+    import monai
+    import torch
+
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(net.state_dict(), tmp)
+    write_text(out / "inference.json", json.dumps(config, indent=2) + "\n")
+    meta = {
+        "name": out.name,
+        "task": "new and enlarging T2-FLAIR lesions between a rebaseline and a follow-up MRI",
+        "network": "monai.networks.nets.BasicUNet, 2D (2.5D: neighbouring axial slices as channels)",
+        "inputs": ["rebaseline FLAIR", "follow-up FLAIR registered onto the rebaseline", "difference (fu - bl)"],
+        "preprocessing": ("rebaseline reoriented to LPS and resampled to 1 mm in plane (slice spacing kept); follow-up "
+                          "resampled onto it with the affine registration (linear); brain mask; each image divided by "
+                          "its median brain intensity; 0 outside the brain"),
+        "weights": "model.pt",
+        "sha256": sha256(out / "model.pt"),
+        "versions": {"monai": monai.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "training_data": ("synthetic pairs only: lesions inserted into the 3 MNI brains of ljubljana-cross-sectional "
+                          "(patient07/19/26); lesion "
+                          "shapes from the 30 MNI lesion masks. The real longitudinal pairs patient01 and patient03 "
+                          "were NOT used for training or checkpoint selection; they are used only for evaluation."),
+        "recipe": recipe,
+        **info,
+    }
+    write_text(out / "metadata.json", json.dumps(meta, indent=2) + "\n")
+
+
+def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None = None) -> Path:
+    import torch
+    from monai.losses import DiceCELoss
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from pmlseg.logs import progress
+
+    torch.set_num_threads(2)
+    torch.manual_seed(recipe["seed"])
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return _patch_stream(recipe, config, str(shared))
+
+    net = build_network(config)
+    if init is not None:
+        net.load_state_dict(torch.load(init, map_location="cpu"))
+    opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-4)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True, lambda_ce=1.0, lambda_dice=1.0)
+    loader = DataLoader(Stream(), batch_size=None, num_workers=1, prefetch_factor=4, persistent_workers=False)
+    t0 = time.time()
+    last_ck = t0
+    budget = recipe["minutes"] * 60
+    step, ema = 0, None
+    bar = progress(total=recipe["max_steps"], desc="training", unit="step")
+    for x, y in loader:
+        frac = min(1.0, (time.time() - t0) / budget)
+        for g in opt.param_groups:
+            g["lr"] = recipe["lr"] * 0.5 * (1 + np.cos(np.pi * frac))
+        net.train()
+        opt.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        bar.update(1)
+        if step % 50 == 0:
+            log.info("step %d loss %.4f (ema %.4f) %.0f s", step, float(loss), ema, time.time() - t0)
+        done = step >= recipe["max_steps"] or time.time() - t0 >= budget
+        if done or time.time() - last_ck >= recipe["checkpoint_minutes"] * 60:
+            save_model(out, net, config, recipe, {"training_steps": step, "final_loss_ema": ema,
+                                                  "training_seconds": round(time.time() - t0)})
+            last_ck = time.time()
+            log.info("checkpoint written to %s (step %d)", out, step)
+        if done:
+            break
+    bar.close()
+    return out / "model.pt"

@@ -1,0 +1,131 @@
+"""DICOM SEG of the new lesions and a DICOM SR (TID 1500 measurement report) with their measurements.
+
+Decision: the pipeline works from NIfTI, so the SEG/SR reference a *derived* MR series written here
+from the rebaseline FLAIR grid (the grid the label map lives on).  Its patient attributes are the
+pseudonym only, never identifiers; a site that wants PACS linkage to the original series re-links by
+the pseudonym through identity.tsv.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from pmlseg.atomic import atomic_path
+from pmlseg.errors import PmlsegError
+
+MANUFACTURER = "pmlseg"
+
+
+def _derived_series(image: sitk.Image, pseudonym: str) -> list:
+    """One MR Image Storage instance per axial slice of ``image`` (display values 0-4095: a derived
+    picture of the grid for viewing the SEG, not quantitative)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    a = sitk.GetArrayFromImage(image).astype(np.float32)
+    lo, hi = float(a.min()), float(a.max())
+    u16 = np.round((a - lo) / max(hi - lo, 1e-6) * 4095).astype(np.uint16)
+    d = np.array(image.GetDirection()).reshape(3, 3)
+    sp = image.GetSpacing()
+    study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
+    today = datetime.date.today().strftime("%Y%m%d")
+    out = []
+    for k in range(u16.shape[0]):
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = MRImageStorage
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"{pseudonym}^", pseudonym, "", ""
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = today, "000000", "1", "", ""
+        ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime = today, "000000", today, "000000"
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 900, k + 1
+        ds.Manufacturer = MANUFACTURER
+        ds.SeriesDescription = "pmlseg rebaseline FLAIR (derived)"
+        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+        ds.PositionReferenceIndicator = ""
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "IR", "NONE", "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength, ds.InversionTime = 9000, 100, 1, 2500
+        ds.PatientPosition, ds.BodyPartExamined = "HFS", "BRAIN"
+        ds.ImageOrientationPatient = [float(x) for x in (*d[:, 0], *d[:, 1])]
+        ds.ImagePositionPatient = [float(x) for x in image.TransformIndexToPhysicalPoint((0, 0, k))]
+        ds.PixelSpacing = [float(sp[1]), float(sp[0])]
+        ds.SliceThickness = float(sp[2])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns = u16.shape[1], u16.shape[2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        ds.PixelData = u16[k].tobytes()
+        out.append(ds)
+    return out
+
+
+def write_dicom_outputs(out_dir, labels: sitk.Image, flair_bl: sitk.Image, lesions: list[dict],
+                        pseudonym: str = "pseudonymised") -> dict[str, Path]:
+    """Write OUT/dicom/{derived/, seg.dcm, sr.dcm}; returns the paths."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    lab = sitk.GetArrayFromImage(labels).astype(np.int32)
+    if lab.shape != sitk.GetArrayViewFromImage(flair_bl).shape:
+        raise PmlsegError("write_dicom_outputs: label map and rebaseline FLAIR differ in size")
+    ids = [int(d["lesion_id"]) for d in lesions]
+    if not ids:
+        raise PmlsegError("write_dicom_outputs: no lesions to encode")
+    out = Path(out_dir) / "dicom"
+    source = _derived_series(sitk.Cast(flair_bl, sitk.sitkFloat32), pseudonym)
+    paths = {"derived": out / "derived"}
+    for i, ds in enumerate(source):
+        with atomic_path(paths["derived"] / f"slice{i + 1:04d}.dcm") as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+    algo = hd.AlgorithmIdentificationSequence(name="pmlseg", version="0.1", family=codes.cid7162.ArtificialIntelligence)
+    descs = [hd.seg.SegmentDescription(
+        segment_number=n, segment_label=f"lesion {lid}", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Lesion, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algo) for n, lid in enumerate(ids, start=1)]
+    remap = np.zeros(lab.max() + 1, np.uint16)
+    for n, lid in enumerate(ids, start=1):
+        if lid <= lab.max():
+            remap[lid] = n
+    seg = hd.seg.Segmentation(
+        source_images=source, pixel_array=remap[lab], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descs, series_instance_uid=generate_uid(), series_number=901,
+        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
+        manufacturer_model_name="pmlseg", software_versions="0.1", device_serial_number="0",
+        series_description="pmlseg new lesions")
+    paths["seg"] = out / "seg.dcm"
+    with atomic_path(paths["seg"]) as tmp:
+        seg.save_as(tmp)
+    groups = []
+    obs = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
+                                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name="pmlseg"))
+    for n, d in enumerate(lesions, start=1):
+        ref = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+                                      segment_number=n, source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID))
+        meas = [hd.sr.Measurement(name=codes.SCT.Volume, value=float(d["volume_mm3"]), unit=codes.UCUM.CubicMillimeter),
+                hd.sr.Measurement(name=codes.SCT.Diameter, value=float(d["max_diameter_mm"]), unit=codes.UCUM.Millimeter)]
+        if "pml_score" in d:
+            meas.append(hd.sr.Measurement(name=hd.sr.CodedConcept("pml_score", "99PMLSEG", "PML suspicion score"),
+                                          value=float(d["pml_score"]), unit=hd.sr.CodedConcept("1", "UCUM", "no units")))
+        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"lesion {d['lesion_id']}"),
+            referenced_segment=ref, finding_type=codes.SCT.Lesion, measurements=meas))
+    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=obs),
+                                     procedure_reported=codes.LN.MRIBrain if hasattr(codes.LN, "MRIBrain") else
+                                     hd.sr.CodedConcept("24590-2", "LN", "MR Brain"),
+                                     imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(evidence=source + [seg], content=report[0], series_instance_uid=generate_uid(),
+                                 series_number=902, sop_instance_uid=generate_uid(), instance_number=1,
+                                 manufacturer=MANUFACTURER, series_description="pmlseg lesion measurements")
+    paths["sr"] = out / "sr.dcm"
+    with atomic_path(paths["sr"]) as tmp:
+        sr.save_as(tmp)
+    return paths

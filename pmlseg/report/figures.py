@@ -1,0 +1,60 @@
+"""Per-lesion crops (axial/coronal/sagittal, rebaseline vs follow-up, T1/DWI when present) with the
+lesion outline, as PNG bytes for the HTML (base64) and pages for the PDF."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import SimpleITK as sitk
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, [1, 99.5]) if a.size else (0, 1)
+    return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
+
+
+def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Image], half_mm: float = 30.0):
+    """A matplotlib Figure: one row per image (FLAIR bl, FLAIR fu, T1 fu, DWI fu), three views."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lab = sitk.GetArrayFromImage(labels)
+    m = lab == lesion_id
+    sp = np.array(labels.GetSpacing())[::-1]
+    c = np.round(np.argwhere(m).mean(axis=0)).astype(int) if m.any() else np.array(lab.shape) // 2
+    h = np.ceil(half_mm / sp).astype(int)
+    lo = np.maximum(c - h, 0)
+    hi = np.minimum(c + h + 1, lab.shape)
+    rows = [(k, t) for k, t in (("flair_bl", "FLAIR rebaseline"), ("flair_fu", "FLAIR follow-up"),
+                                ("t1_fu", "T1 follow-up"), ("dwi_fu", "DWI follow-up")) if images.get(k) is not None]
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
+    for r, (key, title) in enumerate(rows):
+        a = sitk.GetArrayFromImage(images[key]).astype(np.float32)
+        box = tuple(slice(l, u) for l, u in zip(lo, hi))
+        a, mm = _norm(a[box]), m[box]
+        cc = c - lo
+        views = (("axial", a[cc[0]], mm[cc[0]], sp[1] / sp[2]),
+                 ("coronal", a[:, cc[1], :][::-1], mm[:, cc[1], :][::-1], sp[0] / sp[2]),
+                 ("sagittal", a[:, :, cc[2]][::-1], mm[:, :, cc[2]][::-1], sp[0] / sp[1]))
+        for col, (vname, img, msk, aspect) in enumerate(views):
+            ax = axes[r][col]
+            ax.imshow(img, cmap="gray", aspect=aspect, interpolation="nearest")
+            if msk.any():
+                ax.contour(msk.astype(float), [0.5], colors="#ff3030", linewidths=0.8)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{title} – {vname}", fontsize=7)
+    fig.suptitle(f"Lesion {lesion_id}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()

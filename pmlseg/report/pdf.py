@@ -1,0 +1,45 @@
+"""report.pdf with matplotlib's PdfPages (pure Python): a summary page, then one page per lesion
+with its crops and rule contributions.  Pseudonymous unless ``identified``."""
+
+from __future__ import annotations
+
+from pmlseg.atomic import atomic_path
+from pmlseg.report.figures import lesion_figure
+
+SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
+
+
+def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    header, qc = header or {}, qc or {}
+    order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
+    with atomic_path(path) as tmp, PdfPages(tmp) as pdf:
+        fig = plt.figure(figsize=(8.27, 11.69))
+        lines = ["New-lesion report with PML-suspicion flags", "",
+                 f"Subject: {header.get('subject', 'pseudonymised')}   Follow-up: {header.get('session', 'n/a')}"]
+        if identified and header.get("identity"):
+            lines.append("IDENTIFIED: " + ", ".join(f"{k}: {v}" for k, v in header["identity"].items()))
+        lines += [f"QC: {qc.get('status', 'not assessed')} {qc.get('detail', '')}", f"{len(lesions)} new/enlarging lesions", "",
+                  "The PML score is a rule-based reading aid, not a diagnosis.", "",
+                  f"{'id':>4} {'suspicion':>9} {'score':>6} {'vol mm3':>8} {'diam mm':>8}  location / lobe"]
+        for d in order:
+            lines.append(f"{d['lesion_id']:>4} {d['pml_suspicion']:>9} {d['pml_score']:>6.2f} {d['volume_mm3']:>8.0f} "
+                         f"{d['max_diameter_mm']:>8.1f}  {d.get('location')} / {d.get('lobe')} {d.get('hemisphere')}")
+        fig.text(0.05, 0.95, "\n".join(lines[:70]), va="top", family="monospace", fontsize=8)
+        pdf.savefig(fig)
+        plt.close(fig)
+        for d in order:
+            fig = lesion_figure(d["lesion_id"], labels, images)
+            pdf.savefig(fig)
+            plt.close(fig)
+            fig = plt.figure(figsize=(8.27, 5))
+            txt = [f"Lesion {d['lesion_id']}: {d['pml_suspicion']} (score {d['pml_score']:.2f})", ""]
+            txt += [f"{r['rule']:<24}{r['contribution']:+.2f}  {r['detail']}" for r in d.get("reasons", [])]
+            fig.text(0.03, 0.95, "\n".join(txt), va="top", family="monospace", fontsize=8)
+            pdf.savefig(fig)
+            plt.close(fig)

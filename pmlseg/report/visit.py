@@ -1,0 +1,90 @@
+"""After detection: characterise each new lesion, score PML suspicion, write the reviewer's outputs.
+
+Glue between `pmlseg.detect` (label map and lesion rows on the rebaseline grid) and
+`pmlseg.characterise` / `pmlseg.report`, so one `pmlseg detect` call leaves the complete per-visit
+result: lesions.tsv with the feature and score columns, report.html/.pdf, DICOM SEG + SR.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SCORE_COLUMNS = ["pml_score", "pml_suspicion", "reasons"]
+
+
+def reasons_text(reasons: list[dict]) -> str:
+    """The rules that moved the score, strongest first: 'juxtacortical +1.20 (cortical contact 40%); ...'."""
+    fired = sorted((r for r in reasons if r["contribution"]), key=lambda r: -abs(r["contribution"]))
+    return "; ".join(f"{r['rule']} {r['contribution']:+.2f} ({r['detail']})" for r in fired) or "no rule fired"
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("\t", " ").replace("\n", " ")
+
+
+def lesion_rows(detected: list[dict], scored: list[dict]) -> tuple[list[str], list[dict]]:
+    """Detection rows extended with the scalar features and the score (detection values win on clashes)."""
+    by_id = {int(s["lesion_id"]): s for s in scored}
+    columns = list(detected[0].keys()) if detected else ["lesion_id"]
+    extra: list[str] = []
+    rows = []
+    for d in detected:
+        s = by_id.get(int(d["lesion_id"]), {})
+        row = dict(d)
+        for k, v in s.items():
+            if k in row or k in SCORE_COLUMNS or isinstance(v, (list, dict, tuple)):
+                continue
+            row[k] = v
+            if k not in extra:
+                extra.append(k)
+        row["pml_score"] = s.get("pml_score")
+        row["pml_suspicion"] = s.get("pml_suspicion")
+        row["reasons"] = reasons_text(s.get("reasons", []))
+        rows.append(row)
+    return columns + extra + SCORE_COLUMNS, rows
+
+
+def write_lesion_table(path: Path, columns: list[str], rows: list[dict]) -> None:
+    from pmlseg.atomic import write_text
+
+    lines = ["\t".join(columns)] + ["\t".join(_cell(r.get(c)) for c in columns) for r in rows]
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def characterise_and_report(out_dir, labels, detected: list[dict], images: dict, qc: dict,
+                            header: dict | None = None, identified: bool = False, dicom: bool = True,
+                            brain_mask=None) -> list[dict]:
+    """Characterise and score the detected lesions, then write lesions.tsv, report.html/.pdf and DICOM.
+
+    ``labels``: label map on the rebaseline grid (value i = row i of ``detected``); ``images``: 'flair_bl',
+    'flair_fu' and optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu', all on that grid. Returns the merged rows
+    (each with the full feature dict under 'features').
+    """
+    from pmlseg.characterise import characterise_lesions, load_rules, score_pml
+    from pmlseg.report.html import write_report
+
+    out = Path(out_dir)
+    images = {k: v for k, v in images.items() if v is not None}
+    scored = score_pml(characterise_lesions(labels, images, brain_mask=brain_mask), load_rules()) if detected else []
+    columns, rows = lesion_rows(detected, scored)
+    write_lesion_table(out / "lesions.tsv", columns, rows)
+    by_id = {int(s["lesion_id"]): s for s in scored}
+    report_lesions = [{**by_id.get(int(r["lesion_id"]), {}), **{k: r[k] for k in r if k != "reasons"},
+                       "reasons": by_id.get(int(r["lesion_id"]), {}).get("reasons", [])} for r in rows]
+    report_lesions.sort(key=lambda r: -(r.get("pml_score") or 0.0))
+    write_report(out, report_lesions, images, labels, qc=qc, header=header, identified=identified)
+    if dicom:
+        from pmlseg.report.dicom_outputs import write_dicom_outputs
+
+        pseudonym = (header or {}).get("subject") or "pseudonymised"
+        write_dicom_outputs(out, labels, images["flair_bl"], report_lesions, pseudonym)
+    high = sum(r.get("pml_suspicion") == "high" for r in rows)
+    log.info("characterised %d lesion(s); %d with high PML suspicion", len(rows), high)
+    return rows

@@ -1,0 +1,64 @@
+"""Where each workflow stage writes, relative to OUT: one place shared by the Snakefile rules and the Python steps."""
+
+from __future__ import annotations
+
+DERIV = "derivatives/pmlseg"
+
+
+def visit_dir(sub: str, ses: str) -> str:
+    return f"{DERIV}/{sub}/{ses}"
+
+
+def preproc_flair(sub: str, ses: str) -> str:
+    return f"{visit_dir(sub, ses)}/preproc/{sub}_{ses}_desc-preproc_FLAIR.nii.gz"
+
+
+def brain_mask(sub: str, ses: str) -> str:
+    return f"{visit_dir(sub, ses)}/preproc/{sub}_{ses}_desc-brain_mask.nii.gz"
+
+
+def preproc_status(sub: str, ses: str) -> str:
+    return f"{visit_dir(sub, ses)}/preproc/status.json"
+
+
+def to_rebaseline_tfm(sub: str, ses: str) -> str:
+    """ITK transform: rebaseline FLAIR points -> this visit's FLAIR points (``register REB VISIT``)."""
+    return f"{visit_dir(sub, ses)}/xfm/{sub}_{ses}_from-rebaseline_affine.tfm"
+
+
+def register_status(sub: str, ses: str) -> str:
+    return f"{visit_dir(sub, ses)}/xfm/register.json"
+
+
+def to_previous_tfm(sub: str, ses: str) -> str:
+    """ITK transform: previous visit's FLAIR points -> this visit's FLAIR points."""
+    return f"{visit_dir(sub, ses)}/xfm/{sub}_{ses}_from-previous_affine.tfm"
+
+
+def detect_dir(sub: str, ses: str, against: str) -> str:
+    """``against`` is "rebaseline" or "previous"."""
+    return f"{visit_dir(sub, ses)}/detect-{against}"
+
+
+def detect_status(sub: str, ses: str, against: str) -> str:
+    return f"{detect_dir(sub, ses, against)}/status.json"
+
+
+def tracking_dir(sub: str) -> str:
+    return f"{DERIV}/{sub}/tracking"
+
+
+def tracking_lesions(sub: str) -> str:
+    return f"{tracking_dir(sub)}/lesions.tsv"
+
+
+def tracking_tracks(sub: str) -> str:
+    return f"{tracking_dir(sub)}/tracks.tsv"
+
+
+def tracking_status(sub: str) -> str:
+    return f"{tracking_dir(sub)}/status.json"
+
+
+def patient_report(sub: str) -> str:
+    return f"{tracking_dir(sub)}/{sub}_report.html"

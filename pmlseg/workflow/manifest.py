@@ -1,0 +1,172 @@
+"""The visit manifest: which visits exist, which one is each patient's rebaseline, and what each can be used for.
+
+Written once by the ingest checkpoint (from series.tsv and identity.tsv), so the Snakefile never scans
+DICOM or NIfTI at parse time: every per-visit rule is expanded from this one small table.  Dates are
+turned into day offsets here; the manifest holds no identifiers.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pmlseg.atomic import write_text
+from pmlseg.errors import PmlsegError
+
+COLUMNS = ["subject", "session", "order", "role", "days", "interval_days", "previous", "flair", "t1w", "t2w",
+           "dwi", "status", "reason"]
+# series.tsv classification -> manifest column (the first converted series of a kind is the main one)
+KINDS = {"FLAIR": "flair", "T1w": "t1w", "T2w": "t2w", "dwi": "dwi"}
+
+
+def read_tsv(path: str | Path) -> list[dict]:
+    """Rows of a tab-separated table with a header; a missing file is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise PmlsegError(f"{path}: not found")
+    with open(path, newline="", encoding="utf-8") as fp:
+        return list(csv.DictReader(fp, delimiter="\t"))
+
+
+def write_tsv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
+    """Atomically write a TSV with exactly ``columns`` (missing values empty, tabs/newlines removed)."""
+    buf = io.StringIO()
+    buf.write("\t".join(columns) + "\n")
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            v = "" if v is None else v
+            if isinstance(v, float):
+                v = f"{v:.6g}"
+            cells.append(" ".join(str(v).split()))
+        buf.write("\t".join(cells) + "\n")
+    write_text(path, buf.getvalue())
+
+
+def parse_date(text: str, where: str = "") -> dt.date | None:
+    """DICOM (YYYYMMDD) or ISO (YYYY-MM-DD) date; empty -> None; anything else is an error."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    for fmt in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            pass
+    raise PmlsegError(f"{where}: date {text!r} is neither YYYYMMDD nor YYYY-MM-DD")
+
+
+@dataclass
+class Visit:
+    subject: str
+    session: str
+    date: dt.date | None = None
+    images: dict = field(default_factory=dict)
+    problems: list = field(default_factory=list)
+
+
+def collect_visits(out: Path) -> dict[str, list[Visit]]:
+    """Visits per subject from ingest's series.tsv (images) and identity.tsv (dates), in scan order."""
+    series = read_tsv(out / "series.tsv")
+    identity = read_tsv(out / "identity.tsv") if (out / "identity.tsv").exists() else []
+    dates = {(r["subject"], r["session"]): r.get("study_date", "") for r in identity}
+    visits: dict[tuple[str, str], Visit] = {}
+    for (sub, ses), d in dates.items():
+        visits[(sub, ses)] = Visit(sub, ses, parse_date(d, str(out / "identity.tsv")))
+    for r in series:
+        key = (r["subject"], r["session"])
+        if not key[0] or not key[1]:
+            continue
+        v = visits.setdefault(key, Visit(*key))
+        kind = KINDS.get(r.get("classification", ""))
+        status = r.get("status", "")
+        if status == "failed" and r.get("classification") in KINDS:
+            v.problems.append(f"{r['classification']} series {r.get('series_number', '')} unreadable: "
+                              f"{r.get('reason', '')}".strip())
+        if kind and status == "converted" and kind not in v.images:
+            rel = r.get("path") or r.get("output") or ""
+            if rel and (out / rel).exists():
+                v.images[kind] = rel
+    by_subject: dict[str, list[Visit]] = {}
+    for v in visits.values():
+        by_subject.setdefault(v.subject, []).append(v)
+    for vs in by_subject.values():
+        vs.sort(key=lambda v: (v.date is None, v.date or dt.date.min, v.session))
+    return dict(sorted(by_subject.items()))
+
+
+def build_manifest(out: Path, rebaseline_dates: dict[str, dt.date] | None = None) -> list[dict]:
+    """One row per visit: role (rebaseline / follow-up / pre-rebaseline / unusable), day offsets, images, problems.
+
+    The rebaseline is the first visit with a FLAIR on or after the clinical rebaseline date (if one is
+    given for the subject), else the first visit with a FLAIR.  A follow-up's ``previous`` is the last
+    earlier usable visit, for detection against the previous scan.
+    """
+    rebaseline_dates = rebaseline_dates or {}
+    rows = []
+    for subject, visits in collect_visits(out).items():
+        since = rebaseline_dates.get(subject)
+        usable = [v for v in visits if "flair" in v.images]
+        candidates = [v for v in usable if since is None or (v.date is not None and v.date >= since)]
+        base = candidates[0] if candidates else None
+        prev_usable: Visit | None = None
+        prev_date = None
+        for i, v in enumerate(visits, 1):
+            problems = list(v.problems)
+            if "flair" not in v.images:
+                problems.insert(0, "no usable FLAIR in this visit")
+            if base is None:
+                role = "unusable"
+                if usable:
+                    problems.append("no visit with a FLAIR on or after the clinical rebaseline date")
+            elif v is base:
+                role = "rebaseline"
+            elif "flair" not in v.images:
+                role = "unusable"
+            elif visits.index(v) < visits.index(base):
+                role = "pre-rebaseline"
+            else:
+                role = "follow-up"
+            if role == "rebaseline" and len(candidates) == 1:
+                problems.append("single usable visit: nothing to compare with")
+            days = (v.date - base.date).days if (base and base.date and v.date) else ""
+            interval = (v.date - prev_date).days if (prev_date and v.date) else ""
+            rows.append({
+                "subject": subject, "session": v.session, "order": i, "role": role, "days": days,
+                "interval_days": interval,
+                "previous": prev_usable.session if (role == "follow-up" and prev_usable) else "",
+                **{k: v.images.get(k, "") for k in ("flair", "t1w", "t2w", "dwi")},
+                "status": "ok" if role in ("rebaseline", "follow-up") and not problems else
+                          ("warning" if role in ("rebaseline", "follow-up") else "skipped"),
+                "reason": "; ".join(problems),
+            })
+            if v.date:
+                prev_date = v.date
+            if role in ("rebaseline", "follow-up"):
+                prev_usable = v
+    return rows
+
+
+def write_manifest(out: Path, clinical: Path | None = None) -> list[dict]:
+    from pmlseg.workflow.risk import read_clinical
+
+    reb = {}
+    if clinical:
+        identity = read_tsv(out / "identity.tsv") if (out / "identity.tsv").exists() else []
+        for subject, info in read_clinical(clinical, identity).items():
+            if info.rebaseline_date:
+                reb[subject] = info.rebaseline_date
+    rows = build_manifest(out, reb)
+    write_tsv(out / "manifest.tsv", rows, COLUMNS)
+    return rows
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    rows = read_tsv(path)
+    if rows and set(COLUMNS) - set(rows[0]):
+        raise PmlsegError(f"{path}: not a pmlseg manifest (missing {sorted(set(COLUMNS) - set(rows[0]))})")
+    return rows

@@ -1,0 +1,103 @@
+"""Run the packaged Snakemake workflow as a subprocess (same Snakefile as `snakemake --cores N` in the repo).
+
+A subprocess, not the Python API: Snakemake's API changes between major versions while its command
+line is stable, and a subprocess keeps Snakemake's logging and signal handling (Ctrl-C marks jobs
+incomplete so a re-run resumes them).  The working directory is OUT, so Snakemake's metadata (what
+is done, what was interrupted) lives with the results and a re-run computes only new work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from pmlseg.errors import PmlsegError
+from pmlseg.paths import REPO_DIR
+
+log = logging.getLogger(__name__)
+
+
+def find_snakefile() -> Path:
+    """$PMLSEG_SNAKEFILE, else the Snakefile of the repository this package was installed from."""
+    env = os.environ.get("PMLSEG_SNAKEFILE")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_DIR / "Snakefile")
+    for c in candidates:
+        if c.is_file() and (c.parent / "workflow" / "rules").is_dir():
+            return c.resolve()
+    raise PmlsegError(
+        f"{candidates[0]}: pmlseg's Snakefile not found (it ships with the repository, beside workflow/): "
+        "install pmlseg from a clone with `pip install -e .`, or set PMLSEG_SNAKEFILE=/path/to/pmlseg/Snakefile")
+
+
+def slurm_accounting_enabled() -> bool:
+    """False when the cluster runs without slurmdbd (then `sacct` cannot report job states; use squeue)."""
+    if shutil.which("sacct") is None:
+        return False
+    try:
+        p = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    text = (p.stdout + p.stderr).lower()
+    return p.returncode == 0 and "accounting storage is disabled" not in text
+
+
+PATH_KEYS = ("clinical",)
+
+
+def _absolute(item: str) -> str:
+    """KEY=VALUE with path values made absolute: Snakemake runs in OUT, not in the caller's folder."""
+    key, _, value = item.partition("=")
+    if key in PATH_KEYS and value and value not in ("null", "None"):
+        return f"{key}={Path(value).resolve()}"
+    return item
+
+
+def snakemake_command(dicom: Path, out: Path, *, cores: int | None = None, executor: str | None = None,
+                      jobs: int | None = None, config: list[str] = (), dry_run: bool = False,
+                      extra: list[str] = ()) -> list[str]:
+    snakefile = find_snakefile()
+    profile = snakefile.parent / "workflow" / "profiles" / ("slurm" if executor == "slurm" else "local")
+    config = [_absolute(item) for item in config]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(out),
+           "--workflow-profile", str(profile),
+           "--config", f"dicom_dir={dicom.resolve()}", f"out_dir={out.resolve()}", *config]
+    if executor and executor != "local":
+        if shutil.which("sbatch") is None and executor == "slurm":
+            raise PmlsegError("--executor slurm: sbatch not found on PATH (is this a SLURM login node?)")
+        cmd += ["--executor", executor, "--jobs", str(jobs or 20)]
+        if executor == "slurm" and not slurm_accounting_enabled():
+            log.info("SLURM accounting is disabled: querying job states with squeue, submitting without account")
+            cmd += ["--slurm-status-command", "squeue", "--slurm-no-account"]
+        if cores:
+            cmd += ["--local-cores", str(cores)]
+    else:
+        cmd += ["--cores", str(cores or os.cpu_count() or 1)]
+    if dry_run:
+        cmd += ["--dry-run"]
+    return cmd + list(extra)
+
+
+def run_workflow(dicom: Path, out: Path, **kwargs) -> int:
+    if not dicom.is_dir():
+        raise PmlsegError(f"{dicom}: DICOM folder not found")
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = snakemake_command(dicom, out, **kwargs)
+    log.info("running: %s", " ".join(cmd))
+    env = dict(os.environ)
+    # jobs (also on SLURM nodes) call this interpreter's pmlseg, whatever PATH says
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached Snakemake too: let it stop its jobs and mark them incomplete (a re-run resumes)
+        try:
+            proc.wait(timeout=120)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+        raise

@@ -1,0 +1,70 @@
+"""PML score: rules behave as documented, and the injection acceptance check on real follow-ups."""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pmlseg.characterise import load_rules, score_pml
+from pmlseg.errors import PmlsegError
+
+REPO = Path(__file__).resolve().parents[1]
+
+MS = dict(lesion_id=1, volume_mm3=2400.0, max_diameter_mm=27.0, solidity=0.85, sphericity=0.7, juxtacortical=False,
+          cortical_contact=0.0, gm_fraction_in_lesion=0.0, lobe="parietal", infratentorial_region=None,
+          border_sharpness_wm=0.6, border_sharpness_cortical=None, satellites=0, t1_ratio=1.0, dwi_ratio=None,
+          mass_effect=False, csf_change=0.0, new_or_enlarging="new", previous_overlap=0.0, periventricular=True,
+          dist_ventricle_mm=0.0, location="periventricular", hemisphere="left")
+PML = dict(MS, lesion_id=2, volume_mm3=2000.0, max_diameter_mm=22.0, solidity=0.6, juxtacortical=True,
+           cortical_contact=0.5, gm_fraction_in_lesion=0.3, periventricular=False, dist_ventricle_mm=20.0,
+           border_sharpness_wm=0.15, border_sharpness_cortical=0.5, satellites=3, t1_ratio=0.7,
+           location="juxtacortical")
+
+
+def test_small_pml_like_beats_larger_periventricular_ms_lesion():
+    ms, pml = score_pml([MS, PML])
+    assert pml["pml_score"] > ms["pml_score"]
+    assert pml["pml_suspicion"] in ("moderate", "high") and ms["pml_suspicion"] == "low"
+    # reasons explain the score: contributions + intercept reproduce the logit
+    rules = load_rules()
+    assert abs(sum(r["contribution"] for r in pml["reasons"]) + rules["intercept"] - pml["pml_logit"]) < 1e-6
+
+
+def test_missing_modalities_contribute_nothing():
+    f = dict(PML, t1_ratio=None, dwi_ratio=None)
+    s = score_pml([f])[0]
+    r = {x["rule"]: x for x in s["reasons"]}
+    assert r["t1_hypointense"]["contribution"] == 0 and r["t1_hypointense"]["detail"] == "no T1"
+    assert s["pml_score"] < score_pml([PML])[0]["pml_score"]
+
+
+def test_repo_config_matches_packaged_default_and_bad_file_is_refused(tmp_path):
+    assert load_rules(REPO / "configs" / "pml_rules.yaml") == load_rules()
+    bad = tmp_path / "r.yaml"
+    bad.write_text("rules: [1, 2\n")
+    with pytest.raises(PmlsegError, match="r.yaml"):
+        load_rules(bad)
+    rules = copy.deepcopy(load_rules())
+    rules["rules"]["no_such_rule"] = {"weight": 1}
+    with pytest.raises(PmlsegError, match="no_such_rule"):
+        score_pml([PML], rules)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_injected_pml_lesions_on_real_followups(shared_data):
+    spec = importlib.util.spec_from_file_location("pml_injection", REPO / "benchmarks" / "pml_injection.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    results = {}
+    for case, cfg in bench.CASES.items():
+        scored, inj, _, _ = bench.run_case(case, cfg)
+        results[case] = (scored, inj, cfg["kind"])
+        injl = next(s for s in scored if s["lesion_id"] == inj)
+        assert injl["location"] == "juxtacortical", injl
+        if cfg["kind"].startswith("small"):  # size alone must not explain the ranking
+            biggest_real = max(s["volume_mm3"] for s in scored if s["lesion_id"] != inj)
+            assert 1000 <= injl["volume_mm3"] < biggest_real, (injl["volume_mm3"], biggest_real)
+    ok, msgs = bench.evaluate(results)
+    assert ok, "\n".join(msgs)

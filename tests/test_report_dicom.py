@@ -1,0 +1,48 @@
+"""DICOM SEG + SR (TID 1500) of the lesions: valid per dciodvfy (Debian dicom3tools), pseudonymous,
+and the SEG decodes back to the lesion masks."""
+
+import shutil
+import subprocess
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from test_characterise_pml import MS, PML  # noqa: E402
+from test_report_html import NAME, _case  # noqa: E402
+
+from pmlseg.characterise import score_pml
+from pmlseg.report.dicom_outputs import write_dicom_outputs
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    labels, imgs = _case()
+    out = tmp_path_factory.mktemp("dcm")
+    return labels, write_dicom_outputs(out, labels, imgs["flair_bl"], score_pml([MS, PML]), "sub-001")
+
+
+def test_seg_roundtrip_and_sr_content(outputs):
+    labels, paths = outputs
+    seg = hd.seg.segread(paths["seg"])
+    assert seg.number_of_segments == 2
+    lab = sitk.GetArrayFromImage(labels)
+    src = sorted(paths["derived"].glob("*.dcm"))
+    uids = [pydicom.dcmread(p).SOPInstanceUID for p in src]
+    arr = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2])
+    assert np.array_equal(arr[..., 0] > 0, lab == 1) and np.array_equal(arr[..., 1] > 0, lab == 2)
+    sr = pydicom.dcmread(paths["sr"])
+    text = str(sr)
+    assert "Volume" in text and f"{MS['volume_mm3']:g}" in text
+    for p in [paths["seg"], paths["sr"], src[0]]:
+        assert NAME not in str(pydicom.dcmread(p))
+
+
+def test_dciodvfy_finds_no_errors(outputs):
+    assert shutil.which("dciodvfy"), "dciodvfy missing: apt-get install -y dicom3tools (CI must install it)"
+    _, paths = outputs
+    for p in (paths["seg"], paths["sr"], sorted(paths["derived"].glob("*.dcm"))[0]):
+        res = subprocess.run(["dciodvfy", str(p)], capture_output=True, text=True, timeout=60)
+        errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+        assert not errors, f"{p.name}: {errors}"

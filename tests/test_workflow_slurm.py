@@ -1,0 +1,68 @@
+"""The demo cohort through a real SLURM cluster (`.ci/start_slurm.sh` starts one): every heavy job via sbatch."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not ON_CI and shutil.which("sbatch") is None,
+                       reason="SLURM not installed (run .ci/start_slurm.sh as root); required under CI=true"),
+]
+
+
+def _cluster_up() -> bool:
+    try:
+        p = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0 and bool(re.search(r"idle|mixed|allocated|completing", p.stdout))
+
+
+def test_demo_cohort_through_slurm(tmp_path):
+    assert _cluster_up(), "no SLURM cluster answers `sinfo` (start one with .ci/start_slurm.sh)"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the demo cohort: `pmlseg synth` defaults (what `make demo` builds)
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "synth", str(tmp_path / "demo")],
+                       capture_output=True, text=True, env=env, timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "run", str(tmp_path / "demo" / "dicom"), str(out),
+                        "--executor", "slurm", "--jobs", "4", "--config", "preprocess=false",
+                        "detect_method=classical"],
+                       capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
+    log = p.stdout + p.stderr
+    assert p.returncode == 0, log[-5000:]
+    # every submitted job got a SLURM id, ran through the scheduler and finished
+    ids = sorted(set(re.findall(r"submitted with SLURM jobid (\d+)", log)), key=int)
+    rules = set(re.findall(r"\(log: \S*/slurm_logs/rule_(\w+)/", log))
+    assert {"ingest", "register", "detect"} <= rules, rules
+    with open(tmp_path / "demo" / "ground_truth" / "cohort.tsv", newline="") as fp:
+        visits = list(csv.DictReader(fp, delimiter="\t"))
+    n_followups = len(visits) - len({v["patient_id"] for v in visits})
+    assert len(ids) >= 1 + 2 * n_followups, ids  # ingest + per follow-up: register, detect (+ vs previous)
+    q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
+                       capture_output=True, text=True, timeout=30)
+    states = dict(line.split() for line in q.stdout.splitlines() if line.strip())
+    assert states and all(s == "COMPLETED" for s in states.values()), states
+    assert any((out / ".snakemake" / "slurm_logs").rglob("*.log"))
+    ctld = Path("/var/log/slurm/slurmctld.log")
+    if ctld.exists():
+        text = ctld.read_text(errors="replace")
+        assert all(re.search(rf"JobId={i}\b", text) for i in ids)
+    with open(out / "sessions.tsv", newline="") as fp:
+        sessions = list(csv.DictReader(fp, delimiter="\t"))
+    assert sum(s["role"] == "follow-up" for s in sessions) == n_followups
+    assert all(s["qc"] in ("ok", "warning") for s in sessions if s["role"] == "follow-up"), sessions
+    assert (out / "index.html").stat().st_size > 1000
