@@ -12,6 +12,8 @@ def setup_logging(level: str = "INFO", log_file: str | None = None) -> None:
         handlers.append(logging.FileHandler(log_file))
     logging.basicConfig(level=getattr(logging, level), handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("highdicom", "matplotlib", "PIL"):  # libraries that log every step at INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, getattr(logging, level)))
 
 
 def progress(iterable=None, **kwargs):

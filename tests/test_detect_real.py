@@ -14,11 +14,11 @@ from pmlseg.errors import PmlsegError
 
 # Lesion-wise F1 on patient01 measured with the committed model / classical baseline (docs/detection.md);
 # the bounds sit below those numbers so only a real regression fails.
-MODEL_MIN_F1 = 0.0
-MODEL_MIN_DICE = 0.0
+MODEL_MIN_F1 = 0.1  # measured 0.12 (1 of 8 GT lesions, 8 FP components) with the 712-step model
+MODEL_MIN_DICE = 0.1  # measured 0.18
 MAX_PRED_ML = 30.0  # GT new/enlarging volume on patient01 is 3.4 mL (gt grid)
 CLASSICAL_MIN_F1 = 0.2  # measured 0.22 (1 of 8 GT lesions, no FP)
-MODEL_BEATS_CLASSICAL = False  # only asserted if it really does on patient01 (see docs/detection.md)
+MODEL_BEATS_CLASSICAL = False  # it does not (0.12 vs 0.22 on patient01): not asserted
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,9 @@ def test_outputs_on_baseline_grid_match_table(patient01):
         assert np.allclose(lab.GetDirection(), bl.GetDirection(), atol=1e-5)
         arr = sitk.GetArrayFromImage(lab)
         rows = (out / meth / "lesions.tsv").read_text().splitlines()
-        assert rows[0].split("\t") == pipeline.LESION_COLUMNS
+        header = rows[0].split("\t")
+        assert header[:len(pipeline.LESION_COLUMNS)] == pipeline.LESION_COLUMNS
+        assert {"pml_score", "pml_suspicion", "reasons", "lobe", "max_diameter_mm"} <= set(header)
         rows = [dict(zip(pipeline.LESION_COLUMNS, r.split("\t"))) for r in rows[1:]]
         assert sorted(int(v) for v in np.unique(arr) if v) == [int(r["lesion_id"]) for r in rows] == \
             list(range(1, len(rows) + 1))
@@ -67,7 +69,7 @@ def test_outputs_on_baseline_grid_match_table(patient01):
         qc = json.loads((out / meth / "qc.json").read_text())
         assert qc["status"] == "ok" and qc["registration"]["passed"] and qc["n_lesions"] == len(rows)
         html = (out / meth / "report.html").read_text()
-        assert "Registration QC" in html and ("data:image/png;base64," in html or not rows)
+        assert "QC:" in html and "pml" in html.lower() and ("data:image/png;base64," in html or not rows)
     qc = json.loads((out / "model" / "qc.json").read_text())
     assert len(qc["model"]["sha256"]) == 64
 

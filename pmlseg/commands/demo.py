@@ -18,7 +18,7 @@ Prints where the cohort index (OUT/results/index.html) is. Re-running reuses wha
 
 def add_arguments(parser) -> None:
     parser.add_argument("out", metavar="OUT", help="demo folder (e.g. demo_out)")
-    parser.add_argument("--patients", type=int, default=3, help="synthetic patients (default 3)")
+    parser.add_argument("--patients", type=int, default=2, help="synthetic patients (default 2; one has the PML-like lesion)")
     parser.add_argument("--visits", type=int, default=3, help="visits per patient (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the cohort (default 0)")
     parser.add_argument("--cores", type=int, default=None, help="CPU cores for the workflow (default: all)")

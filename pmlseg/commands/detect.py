@@ -11,9 +11,11 @@ follow-up onto the rebaseline (or --followup-transform), registration QC, intens
 the 2.5D MONAI model (models/newlesion-2p5d by default; its sha256 is checked) or the classical
 subtraction baseline, threshold, 26-connected components of >= 10 mm^3. Writes into --out:
   new_lesions.nii.gz  label map on the rebaseline's own grid (lesion i has value i)
-  lesions.tsv         lesion_id, volume_mm3, centroid_x/y/z (LPS mm, ITK physical space), new_or_enlarging
+  lesions.tsv         lesion_id, volume_mm3, centroid_x/y/z (LPS mm, ITK physical space), new_or_enlarging,
+                      location and shape features, pml_score (0-1), pml_suspicion, reasons (docs/pml_score.md)
   qc.json             status, registration QC, timings, model name + sha256
-  report.html         self-contained report (QC, counts, table, crops)
+  report.html/.pdf    reviewer's report: lesions sorted by PML suspicion, crops, slice viewer, decision export
+  dicom/              DICOM SEG of the new lesions and SR (TID 1500) with the measurements
   baseline_space/     optional T1/T2/DWI inputs resampled onto the rebaseline FLAIR grid
 A failed registration QC stops with an error naming both files (exit 1); with --allow-qc-failure it
 writes qc.json with status "failed", no lesion outputs, and exits 0 (cohort runs go on).

@@ -50,6 +50,14 @@ def read_transform(path: str | Path):
         raise PmlsegError(f"{p}: cannot read as an ITK transform") from None
 
 
+def bids_header(path: str | Path) -> dict:
+    """Pseudonymous report header from a BIDS file name (sub-001_ses-02_...); never from image headers."""
+    import re
+
+    m = re.search(r"sub-([A-Za-z0-9]+)_ses-([A-Za-z0-9]+)", Path(path).name)
+    return {"subject": f"sub-{m.group(1)}", "session": f"ses-{m.group(2)}"} if m else {}
+
+
 def decide(pair, predictor=None, method: str = "model", threshold: float | None = None,
            min_size_mm3: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(probability-like map, labels 1..N) on the working grid for ``method`` model or classical."""
@@ -97,7 +105,8 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
              pair=None) -> CaseResult:
     """Detect new/enlarging lesions of ``followup`` against ``baseline`` and write them into ``out``.
 
-    Outputs (atomic): new_lesions.nii.gz, lesions.tsv, qc.json, report.html, and baseline_space/*.nii.gz
+    Outputs (atomic): new_lesions.nii.gz, lesions.tsv (with characterisation and PML-score columns), qc.json,
+    report.html/.pdf, characterisation.json, dicom/ (SEG + SR), and baseline_space/*.nii.gz
     for the optional images. A registration QC failure raises PmlsegError naming both files, or with
     ``allow_qc_failure`` writes qc.json with status "failed" (and removes stale lesion outputs).
     ``pair`` (a PreparedPair of these files) skips reading/registration, e.g. to run both methods.
@@ -156,12 +165,13 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     rows = postprocess.lesion_table(labels, kinds, lab_w, pair.grid)
     timings["postprocess_s"] = round(time.perf_counter() - t, 2)
 
+    in_baseline_space = {}
     if optional:
         t = time.perf_counter()
         for k, v in optional.items():
             visit, kind = OPTIONAL[k]
-            write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz",
-                        resample_optional(pair, v, visit, kind, fu_img))
+            in_baseline_space[k] = resample_optional(pair, v, visit, kind, fu_img)
+            write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz", in_baseline_space[k])
         timings["optional_inputs_s"] = round(time.perf_counter() - t, 2)
 
     write_nifti(out / "new_lesions.nii.gz", labels)
@@ -174,10 +184,17 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     qc["total_volume_mm3"] = round(sum(r["volume_mm3"] for r in rows), 1)
     if report:
         t = time.perf_counter()
-        from pmlseg.detect.report import write_report
+        from pmlseg.report.visit import characterise_and_report
 
-        write_report(out / "report.html", result)
-        timings["report_s"] = round(time.perf_counter() - t, 2)
+        images = {"flair_bl": pair.baseline,
+                  "flair_fu": sitk.Resample(fu_img, pair.baseline, pair.transform, sitk.sitkLinear, 0.0,
+                                            sitk.sitkFloat32),
+                  "t1_fu": in_baseline_space.get("followup_t1"), "t2_fu": in_baseline_space.get("followup_t2"),
+                  "dwi_fu": in_baseline_space.get("followup_dwi")}
+        qc_line = {"status": "pass" if pair.qc.passed else "fail",
+                   "detail": f"registration similarity {pair.qc.similarity:.2f}; {method} detection"}
+        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=bids_header(followup))
+        timings["characterise_report_s"] = round(time.perf_counter() - t, 2)
     qc["timings"] = {**timings, "total_s": round(time.perf_counter() - t0, 2),
                      "cpu_s": round(time.process_time() - c0, 2)}
     write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
