@@ -25,7 +25,7 @@ def _cell(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return str(round(v, 4))  # keep the producers' precision (volumes are compared to voxel counts)
     return str(v).replace("\t", " ").replace("\n", " ")
 
 
