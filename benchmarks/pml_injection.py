@@ -21,6 +21,14 @@ Label map = GT new/enlarging components (gt_direction == 1, >= 10 mm3) mapped to
 plus the injected lesion (last label).
 
 Run: .venv/bin/python benchmarks/pml_injection.py   (prints one line per lesion and PASS/FAIL)
+
+--detect: the same injected follow-ups (written on the rebaseline grid, T1 too) go through the whole
+`pmlseg detect` pipeline instead (our registration, model, post-processing, characterisation,
+score). The injected lesion is the detection with the largest overlap with the injected mask; real
+new MS lesions are the detections touching a GT new/enlarging component; the rest are false
+positives. Criteria: the injected lesion is detected and has the highest score of ALL detections
+of its case (false positives included), large -> high, small >= moderate, <= 20 % of the detected
+real new MS lesions high; false positives rated high are listed.
 """
 
 from __future__ import annotations
@@ -135,6 +143,58 @@ def run_case(case: str, spec: dict, rules=None):
     return score_pml(feats, rules or load_rules()), inj_id, images, lab_img
 
 
+def run_detected(case: str, spec: dict, predictor, workdir: Path):
+    """Inject, write the follow-up (and T1) on the rebaseline grid, run the detect pipeline on it.
+
+    Returns (scored rows of the detections, injected detection id or None, ids touching real GT)."""
+    from pmlseg.detect import pipeline
+
+    images, labels = load_case(case)
+    ref = images["flair_bl"]
+    priors = loc.register_to_template(ref)
+    images, labels, inj_id = inject(images, labels, priors, spec, ref)
+    d = shared_data_dir() / "ljubljana-longitudinal" / case
+    workdir.mkdir(parents=True, exist_ok=True)
+    fu_path = workdir / "followup_injected_FLAIR.nii.gz"
+    sitk.WriteImage(images["flair_fu"], str(fu_path))
+    optional = {}
+    if "t1_fu" in images:
+        optional["followup_t1"] = str(workdir / "followup_injected_T1w.nii.gz")
+        sitk.WriteImage(images["t1_fu"], optional["followup_t1"])
+    res = pipeline.run_case(d / "study1_FLAIR.nii.gz", fu_path, workdir / "out", predictor=predictor,
+                            optional=optional)
+    det = sitk.GetArrayFromImage(res.labels)
+    over = np.bincount(det[labels == inj_id], minlength=det.max() + 1)[1:]
+    found = int(np.argmax(over) + 1) if over.any() else None
+    real = set(np.unique(det[(labels > 0) & (labels != inj_id)]).tolist()) - {0, found}
+    return res.rows, found, real
+
+
+def evaluate_detected(results: dict) -> tuple[bool, list[str]]:
+    """results: case -> (rows, injected detection id or None, real-lesion detection ids, kind)."""
+    ok, msgs, real_rows = True, [], []
+    for case, (rows, inj, real, kind) in results.items():
+        fps = [r for r in rows if r["lesion_id"] != inj and r["lesion_id"] not in real]
+        real_rows += [r for r in rows if r["lesion_id"] in real]
+        if inj is None:
+            msgs.append(f"{case} {kind}: injected lesion NOT detected ({len(rows)} detections)")
+            ok = False
+            continue
+        injl = next(r for r in rows if r["lesion_id"] == inj)
+        top = all(injl["pml_score"] > r["pml_score"] for r in rows if r["lesion_id"] != inj)
+        need = "high" if kind.startswith("large") else "moderate"
+        order = ("low", "moderate", "high")
+        lvl_ok = order.index(injl["pml_suspicion"]) >= order.index(need)
+        msgs.append(f"{case} {kind}: injected detected (id {inj}, {injl['volume_mm3']:.0f} mm3), score "
+                    f"{injl['pml_score']:.3f} ({injl['pml_suspicion']}), highest of all {len(rows)} detections: {top}, "
+                    f"level >= {need}: {lvl_ok}; false positives {len(fps)}, of them high "
+                    f"{sum(r['pml_suspicion'] == 'high' for r in fps)}")
+        ok &= top and lvl_ok
+    frac = sum(r["pml_suspicion"] == "high" for r in real_rows) / max(1, len(real_rows))
+    msgs.append(f"detected real new MS lesions rated high: {frac:.0%} of {len(real_rows)} (limit 20%)")
+    return ok and frac <= 0.20, msgs
+
+
 def evaluate(results: dict) -> tuple[bool, list[str]]:
     """results: case -> (scored, injected_id, kind).  Returns (passed, messages)."""
     ok, msgs, real = True, [], []
@@ -160,8 +220,30 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--report-dir", help="also write report.html/pdf + DICOM SEG/SR per case under this folder")
+    ap.add_argument("--detect", action="store_true", help="score the pipeline's own detections (see above)")
+    ap.add_argument("--model", help="model for --detect (default: the shipped one)")
     args = ap.parse_args()
     results = {}
+    if args.detect:
+        import tempfile
+
+        from pmlseg.detect.predictor import Predictor
+
+        pred = Predictor(args.model, "auto")
+        with tempfile.TemporaryDirectory() as tmp:
+            for case, spec in CASES.items():
+                t0 = time.time()
+                rows, inj, real = run_detected(case, spec, pred, Path(tmp) / case)
+                results[case] = (rows, inj, real, spec["kind"])
+                print(f"# {case} ({time.time() - t0:.0f} s)")
+                for r in sorted(rows, key=lambda r: -r["pml_score"]):
+                    tag = "INJECTED" if r["lesion_id"] == inj else ("real" if r["lesion_id"] in real else "FP")
+                    print(f"{case} {tag:8s} id={r['lesion_id']:2d} vol={r['volume_mm3']:7.0f} "
+                          f"{r['location']:17s} {r['lobe']:10s} score={r['pml_score']:.3f} {r['pml_suspicion']}")
+        ok, msgs = evaluate_detected(results)
+        print("\n".join(msgs))
+        print("PASS" if ok else "FAIL")
+        return 0 if ok else 1
     for case, spec in CASES.items():
         t0 = time.time()
         scored, inj, images, labels = run_case(case, spec)

@@ -68,3 +68,22 @@ def test_injected_pml_lesions_on_real_followups(shared_data):
             assert 1000 <= injl["volume_mm3"] < biggest_real, (injl["volume_mm3"], biggest_real)
     ok, msgs = bench.evaluate(results)
     assert ok, "\n".join(msgs)
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_injected_pml_lesion_through_the_detector(shared_data, tmp_path):
+    """The same injection, but scored on the pipeline's own detections (registration, model, gate):
+    the small parietal PML-like lesion of patient01 must be found and outrank every other detection,
+    false positives included (benchmarks/pml_injection.py --detect runs both cases)."""
+    from pmlseg.detect.predictor import Predictor
+
+    spec = importlib.util.spec_from_file_location("pml_injection", REPO / "benchmarks" / "pml_injection.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    case = "patient01"
+    rows, inj, real = bench.run_detected(case, bench.CASES[case], Predictor(None, "cpu"), tmp_path / case)
+    ok, msgs = bench.evaluate_detected({case: (rows, inj, real, bench.CASES[case]["kind"])})
+    print("\n".join(msgs))
+    assert ok, "\n".join(msgs)
+    assert real, "the real new MS lesion of patient01 (2.5 ml) should be detected too"

@@ -14,11 +14,10 @@ from pmlseg.errors import PmlsegError
 
 # Lesion-wise F1 on patient01 measured with the committed model / classical baseline (docs/detection.md);
 # the bounds sit below those numbers so only a real regression fails.
-MODEL_MIN_F1 = 0.1  # measured 0.12 (1 of 8 GT lesions, 8 FP components) with the 712-step model
-MODEL_MIN_DICE = 0.1  # measured 0.18
-MAX_PRED_ML = 30.0  # GT new/enlarging volume on patient01 is 3.4 mL (gt grid)
+MODEL_MIN_F1 = 0.3  # measured 0.40 (2 of 8 GT lesions, no FP) with the shipped model (2,766 steps)
+MODEL_MIN_DICE = 0.5  # measured 0.64
+MAX_PRED_ML = 10.0  # GT new/enlarging volume on patient01 is 3.4 mL (gt grid); measured 2.5 mL
 CLASSICAL_MIN_F1 = 0.2  # measured 0.22 (1 of 8 GT lesions, no FP)
-MODEL_BEATS_CLASSICAL = False  # it does not (0.12 vs 0.22 on patient01): not asserted
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +83,7 @@ def test_patient01_lesion_f1(patient01, evaluator):
     # guard against the protocol's blind spot: one giant blob touching every GT lesion scores F1 = 1
     assert m["pred_ml"] < MAX_PRED_ML and m["dice"] >= MODEL_MIN_DICE
     assert c["f1"] >= CLASSICAL_MIN_F1
-    if MODEL_BEATS_CLASSICAL:
-        assert m["f1"] > c["f1"]
+    assert m["f1"] > c["f1"]  # the model's gain over subtraction, measured (0.40 vs 0.22)
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from pmlseg.detect.predictor import DEFAULT_MODEL, Predictor, resolve_model, wor
 from pmlseg.errors import PmlsegError
 
 # measured with the committed model (see docs/detection.md); set below what it reaches
-SMOKE_MIN_DICE = 0.0
-SMOKE_MIN_SENS = 0.0
+SMOKE_MIN_DICE = 0.3  # measured 0.66 (2 of 2 lesions found, no FP) with the shipped model
+SMOKE_MIN_SENS = 0.5  # measured 1.0
 
 
 def test_checksum_mismatch_names_the_weights(tmp_path):

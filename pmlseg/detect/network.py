@@ -17,6 +17,8 @@ DEFAULT_CONFIG = {
     "overlap": 0.25,
     "threshold": 0.5,
     "min_size_mm3": 10.0,
+    "min_followup_peak": 1.1,     # postprocess.plausible: a new lesion is FLAIR-bright at follow-up ...
+    "min_mean_difference": 0.1,   # ... and brighter than at the rebaseline (x median brain)
 }
 
 

@@ -6,8 +6,10 @@ only (label 1), into both visits (stable: label 0) or into the baseline only (sh
 existing lesions of the real brain stay unchanged in both visits. Each visit is then "acquired"
 separately (thick-slice blur and sampling, its own small rotation / offset), the follow-up is
 resampled back onto the baseline grid with a slightly wrong transform (residual misregistration),
-and contrast, bias field and noise differ between visits. The result is on the same kind of grid
-the predictor works on (1 mm in plane, thick axial slices), see ``predictor.working_grid``.
+and contrast (a random monotone intensity curve per visit), bias field and noise differ between
+visits; the follow-up is then harmonised to the baseline exactly as at inference (harmonise.py).
+The result is on the same kind of grid the predictor works on (1 mm in plane, thick axial slices),
+see ``predictor.working_grid``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from pmlseg.detect.harmonise import harmonise_followup
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,8 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
         else:
             continue
         occupied |= m
-        contrast = rng.uniform(1.3, 2.1) if rng.random() < 0.8 else rng.uniform(1.12, 1.3)
+        # real new lesions are often faint on follow-up FLAIR (1.1-1.5 x the median brain after partial volume)
+        contrast = rng.uniform(1.2, 1.6) if rng.random() < 0.7 else rng.uniform(1.6, 2.0)
         if kind == "new":
             fu = _fill(fu, m, rng, contrast)
             new |= m
@@ -234,6 +239,15 @@ def _coords(aff: np.ndarray, shape) -> np.ndarray:
     return (aff[:3, :3] @ idx + aff[:3, 3:4]).astype(np.float32)
 
 
+def _contrast_curve(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random monotone intensity curve: another scanner's grey/white/CSF contrast (piecewise linear)."""
+    knots = np.array([0.0, 0.4, 0.8, 1.0, 1.3, 1.8, 4.0])
+    # random positive slope per segment: contrast between tissues changes but never collapses
+    slopes = np.clip(1 + rng.normal(scale=0.15, size=knots.size - 1), 0.6, 1.6)
+    values = np.concatenate([[0.0], np.cumsum(np.diff(knots) * slopes)])
+    return np.interp(img, knots, values, right=None).astype(np.float32)
+
+
 def _bias(rng: np.random.Generator, shape, strength: float) -> np.ndarray:
     """Smooth multiplicative bias field: exp of a random quadratic polynomial of position."""
     x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in shape)
@@ -260,8 +274,8 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -
     new_acq = ndi.map_coordinates(blurred_new, _coords(aff_fu, shape_fu), order=1).reshape(shape_fu)
     # residual misregistration: baseline grid -> 1mm -> (perturbed) -> follow-up grid
     err = np.eye(4)
-    err[:3, :3] = _rotation(rng, 0.4) @ np.diag(1 + rng.normal(scale=0.006, size=3))
-    err[:3, 3] = rng.normal(scale=0.35, size=3)
+    err[:3, :3] = _rotation(rng, 0.5) @ np.diag(1 + rng.normal(scale=0.008, size=3))
+    err[:3, 3] = rng.normal(scale=0.5, size=3)
     centre = np.eye(4)
     centre[:3, 3] = (np.asarray(src.mask.shape) - 1) / 2
     err = centre @ err @ np.linalg.inv(centre)
@@ -273,10 +287,12 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -
     # contrast, bias field and noise differ between visits (different scanners / protocols)
     out = {}
     for key, img in (("bl", bl), ("fu", fu)):
-        img = np.clip(img, 0, None) ** rng.uniform(0.75, 1.35)
+        img = _contrast_curve(np.clip(img, 0, None) ** rng.uniform(0.75, 1.35), rng)
         img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
         img = img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)
         out[key] = (normalise(img, mask) * mask).astype(np.float16)
+    out["fu"] = harmonise_followup(out["bl"].astype(np.float32), out["fu"].astype(np.float32), mask,
+                                   (1.0, 1.0, t_bl)).astype(np.float16)
     out["label"] = label
     out["mask"] = mask
     out["spacing"] = np.array([1.0, 1.0, t_bl])

@@ -63,7 +63,7 @@ def decide(pair, predictor=None, method: str = "model", threshold: float | None 
     """(probability-like map, labels 1..N) on the working grid for ``method`` model or classical."""
     from pmlseg.detect import classical
     from pmlseg.detect.network import DEFAULT_CONFIG
-    from pmlseg.detect.postprocess import components
+    from pmlseg.detect.postprocess import components, plausible
 
     cfg = predictor.config if predictor is not None else DEFAULT_CONFIG
     thr = float(cfg["threshold"] if threshold is None else threshold)
@@ -77,7 +77,10 @@ def decide(pair, predictor=None, method: str = "model", threshold: float | None 
         prob = predictor.probability(pair.bl, pair.fu, pair.mask)
     else:
         raise PmlsegError(f"unknown method {method!r}; choose model or classical")
-    return prob, components(prob > thr, pair.spacing, min_mm3)
+    labels = components(prob > thr, pair.spacing, min_mm3)
+    labels = plausible(labels, pair.bl, pair.fu, pair.spacing, float(cfg.get("min_followup_peak", 0.0)),
+                       float(cfg.get("min_mean_difference", -np.inf)))
+    return prob, labels
 
 
 def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):

@@ -29,6 +29,33 @@ def components(binary: np.ndarray, spacing, min_size_mm3: float) -> np.ndarray:
     return remap[lab]
 
 
+def plausible(labels: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, min_followup_peak: float,
+              min_mean_difference: float) -> np.ndarray:
+    """Keep only components that look like a new FLAIR lesion: renumbered 1..N by size.
+
+    Why: a network (or a threshold) can fire on residual misregistration at the brain edge or CSF,
+    where the follow-up is not bright at all. A new or enlarging T2/FLAIR lesion is hyperintense at
+    follow-up (peak of the lightly smoothed follow-up >= ``min_followup_peak`` x median brain) and
+    brighter than at the rebaseline (mean harmonised difference >= ``min_mean_difference``).
+    Both limits are set a priori, well below what a visible lesion shows (docs/detection.md).
+    """
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    sigma = [0.7 / s for s in spacing[:2]] + [0.0]
+    f = ndi.gaussian_filter(fu, sigma)
+    d = f - ndi.gaussian_filter(bl, sigma)
+    idx = np.arange(1, n + 1)
+    peak = np.asarray(ndi.maximum(f, labels, idx))
+    diff = np.asarray(ndi.mean(d, labels, idx))
+    keep = (peak >= min_followup_peak) & (diff >= min_mean_difference)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    order = idx[keep][np.argsort(-sizes[keep], kind="stable")]
+    remap = np.zeros(n + 1, np.int32)
+    remap[order] = np.arange(1, len(order) + 1)
+    return remap[labels]
+
+
 def to_original_grid(labels: np.ndarray, grid, baseline, min_size_mm3: float = 0.0):
     """Working-grid labels -> SimpleITK UInt16 label image on the baseline's original grid (nearest neighbour),
     renumbered 1..N by decreasing volume; lesions that end below ``min_size_mm3`` there are dropped."""

@@ -75,7 +75,7 @@ class PreparedPair:
 
     grid: object                # SimpleITK reference image (working grid)
     bl: np.ndarray              # (x, y, z) float32, median brain = 1, 0 outside brain
-    fu: np.ndarray
+    fu: np.ndarray              # follow-up on the rebaseline's intensity scale (harmonise.py)
     mask: np.ndarray            # bool brain mask on the working grid
     baseline: object            # original rebaseline image (SimpleITK float32): the output grid
     transform: object           # rebaseline points -> follow-up points
@@ -111,6 +111,7 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     """
     import SimpleITK as sitk
 
+    from pmlseg.detect.harmonise import harmonise_followup
     from pmlseg.registration.affine import check_image, register_affine
     from pmlseg.registration.preprocess import brain_mask
     from pmlseg.registration.qc import registration_qc
@@ -141,8 +142,10 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     mask &= to_array(sitk.Resample(ones, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     if mask.sum() < 1000:
         raise PmlsegError(f"{baseline_name}: brain mask on the working grid is (nearly) empty")
+    bl = normalise(bl, mask)
+    fu = harmonise_followup(bl, normalise(fu, mask), mask, tuple(grid.GetSpacing()))
     timings["resample_s"] = round(time.perf_counter() - t, 2)
-    return PreparedPair(grid, normalise(bl, mask), normalise(fu, mask), mask, baseline, transform, qc, timings)
+    return PreparedPair(grid, bl, fu, mask, baseline, transform, qc, timings)
 
 
 # ----------------------------------------------------------------------------- model

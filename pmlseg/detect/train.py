@@ -128,17 +128,20 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
         "name": out.name,
         "task": "new and enlarging T2-FLAIR lesions between a rebaseline and a follow-up MRI",
         "network": "monai.networks.nets.BasicUNet, 2D (2.5D: neighbouring axial slices as channels)",
-        "inputs": ["rebaseline FLAIR", "follow-up FLAIR registered onto the rebaseline", "difference (fu - bl)"],
+        "inputs": ["rebaseline FLAIR", "follow-up FLAIR registered onto the rebaseline and harmonised to its intensity "
+                   "scale (pmlseg.detect.harmonise)", "difference (fu - bl)"],
         "preprocessing": ("rebaseline reoriented to LPS and resampled to 1 mm in plane (slice spacing kept); follow-up "
                           "resampled onto it with the affine registration (linear); brain mask; each image divided by "
-                          "its median brain intensity; 0 outside the brain"),
+                          "its median brain intensity; 0 outside the brain; follow-up harmonised to the rebaseline "
+                          "(median follow-up intensity per rebaseline-intensity bin, 25 mm relative bias removed)"),
         "weights": "model.pt",
         "sha256": sha256(out / "model.pt"),
         "versions": {"monai": monai.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "training_data": ("synthetic pairs only: lesions inserted into the 3 MNI brains of ljubljana-cross-sectional "
-                          "(patient07/19/26); lesion "
-                          "shapes from the 30 MNI lesion masks. The real longitudinal pairs patient01 and patient03 "
-                          "were NOT used for training or checkpoint selection; they are used only for evaluation."),
+                          "(patient07/19/26) and the raw study1 FLAIR of ljubljana-longitudinal patient04 (a single "
+                          "visit, no ground truth used); lesion shapes from the 30 MNI lesion masks. The real "
+                          "longitudinal pairs patient01 and patient03 were NOT used for training or checkpoint "
+                          "selection; they are used only for evaluation."),
         "recipe": recipe,
         **info,
     }

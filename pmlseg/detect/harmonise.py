@@ -1,0 +1,50 @@
+"""Put the follow-up FLAIR on the rebaseline's intensity scale before comparing them.
+
+Why: the two visits often come from different scanners, and FLAIR grey/white/CSF contrast changes
+with the protocol (on ljubljana-longitudinal patient03 the cortex is ~1.2 x median brain at
+follow-up and ~0.9 at the rebaseline). A global scale factor leaves such changes in the difference
+image, where they look like large new "lesions" along the cortex. Here the follow-up is mapped to
+the rebaseline scale by the robust regression of follow-up on rebaseline intensity: for each
+rebaseline intensity (64 quantile bins inside the brain) the median follow-up intensity g(b) is
+what an unchanged voxel looks like, so ``fu - g(bl)`` is the change; a smooth (25 mm) part of that
+residual is a relative bias field and is removed too. A new lesion is a small fraction of the brain
+and an outlier in the regression, so it survives: harmonised = bl + (fu - g(bl)) - smooth residual.
+Training pairs (pmlseg.detect.pairs) and inference (pmlseg.detect.predictor) use this same function.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+BINS = 64
+BIAS_SMOOTH_MM = 25.0
+RESIDUAL_CLIP = 0.3
+
+
+def expected_followup(bl: np.ndarray, fu: np.ndarray, sel: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """g(bl): median follow-up intensity of the voxels with the same rebaseline intensity (monotone not assumed)."""
+    b, f = bl[sel], fu[sel]
+    if b.size < 10 * bins:
+        return bl.copy()
+    edges = np.quantile(b, np.linspace(0.0, 1.0, bins + 1))
+    idx = np.clip(np.searchsorted(edges, b, side="right") - 1, 0, bins - 1) + 1
+    present = np.unique(idx)
+    med_f = np.asarray(ndi.median(f, labels=idx, index=present))
+    med_b = np.asarray(ndi.median(b, labels=idx, index=present))
+    order = np.argsort(med_b)
+    return np.interp(bl, med_b[order], med_f[order]).astype(np.float32)
+
+
+def harmonise_followup(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:
+    """The follow-up on the rebaseline's intensity scale (same grid); 0 outside ``mask``."""
+    inner = ndi.binary_erosion(mask, iterations=1) if mask.any() else mask
+    sel = inner & (bl > 0.2) & (fu > 0.2)
+    if sel.sum() < 1000:
+        return (fu * mask).astype(np.float32)
+    residual = fu - expected_followup(bl, fu, sel)
+    sigma = [BIAS_SMOOTH_MM / float(s) for s in spacing]
+    w = sel.astype(np.float32)
+    low = ndi.gaussian_filter(np.clip(residual, -RESIDUAL_CLIP, RESIDUAL_CLIP) * w, sigma)
+    low /= np.maximum(ndi.gaussian_filter(w, sigma), 1e-3)
+    return ((bl + residual - low) * mask).astype(np.float32)
