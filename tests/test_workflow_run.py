@@ -138,7 +138,11 @@ def test_interrupted_run_resumes(cohort, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([*PMLSEG, "run", str(cohort / "dicom"), str(out), "--cores", "1", *FAST],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # a terminal's Ctrl-C reaches a process whose SIGINT is at its default; a test
+                            # runner (or an earlier test's library) may have left it ignored, and children
+                            # inherit that: restore it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 900
     started = None
     while time.time() < deadline and proc.poll() is None and started is None:
