@@ -132,11 +132,17 @@ def inject(images, labels, priors, spec, ref_img):
     return out, new_labels, int(labels.max() + 1)
 
 
-def run_case(case: str, spec: dict, rules=None):
+def injected_case(case: str, spec: dict):
+    """(images, GT labels + injected lesion, injected id, template priors) on the rebaseline grid."""
     images, labels = load_case(case)
+    priors = loc.register_to_template(images["flair_bl"])
+    images, labels, inj_id = inject(images, labels, priors, spec, images["flair_bl"])
+    return images, labels, inj_id, priors
+
+
+def run_case(case: str, spec: dict, rules=None):
+    images, labels, inj_id, priors = injected_case(case, spec)
     ref = images["flair_bl"]
-    priors = loc.register_to_template(ref)
-    images, labels, inj_id = inject(images, labels, priors, spec, ref)
     lab_img = sitk.GetImageFromArray(labels.astype(np.int32))
     lab_img.CopyInformation(ref)
     feats = characterise_lesions(lab_img, images, priors=priors)
@@ -149,10 +155,7 @@ def run_detected(case: str, spec: dict, predictor, workdir: Path):
     Returns (scored rows of the detections, injected detection id or None, ids touching real GT)."""
     from pmlseg.detect import pipeline
 
-    images, labels = load_case(case)
-    ref = images["flair_bl"]
-    priors = loc.register_to_template(ref)
-    images, labels, inj_id = inject(images, labels, priors, spec, ref)
+    images, labels, inj_id, _ = injected_case(case, spec)
     d = shared_data_dir() / "ljubljana-longitudinal" / case
     workdir.mkdir(parents=True, exist_ok=True)
     fu_path = workdir / "followup_injected_FLAIR.nii.gz"

@@ -38,8 +38,7 @@ def expected_followup(bl: np.ndarray, fu: np.ndarray, sel: np.ndarray, bins: int
 
 def harmonise_followup(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:
     """The follow-up on the rebaseline's intensity scale (same grid); 0 outside ``mask``."""
-    inner = ndi.binary_erosion(mask, iterations=1) if mask.any() else mask
-    sel = inner & (bl > 0.2) & (fu > 0.2)
+    sel = ndi.binary_erosion(mask) & (bl > 0.2) & (fu > 0.2)
     if sel.sum() < 1000:
         return (fu * mask).astype(np.float32)
     residual = fu - expected_followup(bl, fu, sel)

@@ -245,7 +245,7 @@ def _contrast_curve(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     # random positive slope per segment: contrast between tissues changes but never collapses
     slopes = np.clip(1 + rng.normal(scale=0.15, size=knots.size - 1), 0.6, 1.6)
     values = np.concatenate([[0.0], np.cumsum(np.diff(knots) * slopes)])
-    return np.interp(img, knots, values, right=None).astype(np.float32)
+    return np.interp(img, knots, values).astype(np.float32)
 
 
 def _bias(rng: np.random.Generator, shape, strength: float) -> np.ndarray:
@@ -290,9 +290,9 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -
         img = _contrast_curve(np.clip(img, 0, None) ** rng.uniform(0.75, 1.35), rng)
         img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
         img = img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)
-        out[key] = (normalise(img, mask) * mask).astype(np.float16)
-    out["fu"] = harmonise_followup(out["bl"].astype(np.float32), out["fu"].astype(np.float32), mask,
-                                   (1.0, 1.0, t_bl)).astype(np.float16)
+        out[key] = normalise(img, mask) * mask
+    out["fu"] = harmonise_followup(out["bl"], out["fu"], mask, (1.0, 1.0, t_bl))
+    out["bl"], out["fu"] = out["bl"].astype(np.float16), out["fu"].astype(np.float16)
     out["label"] = label
     out["mask"] = mask
     out["spacing"] = np.array([1.0, 1.0, t_bl])

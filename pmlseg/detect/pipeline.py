@@ -78,8 +78,8 @@ def decide(pair, predictor=None, method: str = "model", threshold: float | None 
     else:
         raise PmlsegError(f"unknown method {method!r}; choose model or classical")
     labels = components(prob > thr, pair.spacing, min_mm3)
-    labels = plausible(labels, pair.bl, pair.fu, pair.spacing, float(cfg.get("min_followup_peak", 0.0)),
-                       float(cfg.get("min_mean_difference", -np.inf)))
+    labels = plausible(labels, pair.bl, pair.fu, pair.spacing, float(cfg["min_followup_peak"]),
+                       float(cfg["min_mean_difference"]))
     return prob, labels
 
 

@@ -15,18 +15,22 @@ STRUCT26 = np.ones((3, 3, 3), bool)
 BASELINE_HYPER = 1.35
 
 
+def renumber_by_size(labels: np.ndarray, keep: np.ndarray, dtype=np.int32) -> np.ndarray:
+    """Keep the labels where ``keep[i - 1]`` is true, renumbered 1..N by decreasing voxel count."""
+    n = int(labels.max())
+    counts = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    ids = np.nonzero(np.asarray(keep[:n]) & (counts > 0))[0] + 1
+    order = ids[np.argsort(-counts[ids - 1], kind="stable")]
+    remap = np.zeros(n + 1, dtype)
+    remap[order] = np.arange(1, len(order) + 1)
+    return remap[labels]
+
+
 def components(binary: np.ndarray, spacing, min_size_mm3: float) -> np.ndarray:
     """26-connected components of ``binary`` with volume >= ``min_size_mm3``, labelled 1..N by size."""
     lab, n = ndi.label(binary, structure=STRUCT26)
-    if n == 0:
-        return lab.astype(np.int32)
-    vox = float(np.prod(spacing))
-    counts = np.bincount(lab.ravel())[1:]
-    keep = np.nonzero(counts * vox >= min_size_mm3)[0] + 1
-    order = keep[np.argsort(-counts[keep - 1], kind="stable")]
-    remap = np.zeros(n + 1, np.int32)
-    remap[order] = np.arange(1, len(order) + 1)
-    return remap[lab]
+    counts = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    return renumber_by_size(lab, counts * float(np.prod(spacing)) >= min_size_mm3)
 
 
 def plausible(labels: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, min_followup_peak: float,
@@ -48,12 +52,7 @@ def plausible(labels: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, min_f
     idx = np.arange(1, n + 1)
     peak = np.asarray(ndi.maximum(f, labels, idx))
     diff = np.asarray(ndi.mean(d, labels, idx))
-    keep = (peak >= min_followup_peak) & (diff >= min_mean_difference)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    order = idx[keep][np.argsort(-sizes[keep], kind="stable")]
-    remap = np.zeros(n + 1, np.int32)
-    remap[order] = np.arange(1, len(order) + 1)
-    return remap[labels]
+    return renumber_by_size(labels, (peak >= min_followup_peak) & (diff >= min_mean_difference))
 
 
 def to_original_grid(labels: np.ndarray, grid, baseline, min_size_mm3: float = 0.0):
@@ -66,13 +65,9 @@ def to_original_grid(labels: np.ndarray, grid, baseline, min_size_mm3: float = 0
     img = from_array(labels.astype(np.uint16), grid)
     res = sitk.Resample(img, baseline, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt16)
     arr = to_array(res)
-    counts = np.bincount(arr.ravel(), minlength=int(labels.max()) + 1)[1:]
-    vox = float(np.prod(baseline.GetSpacing()))
-    present = np.nonzero((counts > 0) & (counts * vox >= min_size_mm3))[0] + 1
-    order = present[np.argsort(-counts[present - 1], kind="stable")]
-    remap = np.zeros(max(int(labels.max()), int(arr.max())) + 1, np.uint16)
-    remap[order] = np.arange(1, len(order) + 1)
-    return from_array(remap[arr], baseline, sitk.sitkUInt16)
+    counts = np.bincount(arr.ravel(), minlength=int(arr.max()) + 1)[1:]
+    keep = counts * float(np.prod(baseline.GetSpacing())) >= min_size_mm3
+    return from_array(renumber_by_size(arr, keep, np.uint16), baseline, sitk.sitkUInt16)
 
 
 def kind_of_lesions(labels: np.ndarray, bl: np.ndarray, mask: np.ndarray, spacing) -> dict[int, str]:
