@@ -48,11 +48,11 @@ def longitudinal_reference(case: Path) -> sitk.Transform:
     return c
 
 
-def pmlseg_register(fixed: Path, moving: Path, out: Path) -> tuple[int, float, str]:
+def pmlseg_register(fixed: Path, moving: Path, out: Path, extra: tuple[str, ...] = ()) -> tuple[int, float, str]:
     env = dict(os.environ, OMP_NUM_THREADS="2", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2")
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "pmlseg", "--log-level", "WARNING", "register", str(fixed), str(moving),
-                        "--transform", str(out), "--qc-json", str(out.with_suffix(".json"))],
+                        "--transform", str(out), "--qc-json", str(out.with_suffix(".json")), *extra],
                        capture_output=True, text=True, env=env)
     return r.returncode, time.perf_counter() - t0, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
 
@@ -77,7 +77,8 @@ def main() -> int:
             cf, cm = (case.split("|") * 2)[:2]
             fixed, moving = root / cf / f"{fx}.nii.gz", root / cm / f"{mv}.nii.gz"
             out = Path(tmp) / f"p{i}.tfm"
-            rc, secs, last = pmlseg_register(fixed, moving, out)
+            intra = ref.endswith("_intrastudy_to_FLAIR.txt")  # one session: shared scanner coordinates
+            rc, secs, last = pmlseg_register(fixed, moving, out, ("--init", "identity", "--rigid") if intra else ())
             sim = float("nan")
             if out.with_suffix(".json").exists():
                 import json

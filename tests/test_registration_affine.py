@@ -49,9 +49,35 @@ def test_followup_flair_matches_reference_affine(p01):
     before = np.median(_errors(sitk.AffineTransform(3), ref, pts))
     err = _errors(res.transform, ref, pts)
     assert before > 5.0  # the raw visits really are misaligned
-    assert np.median(err) < 0.8, np.median(err)
-    assert np.percentile(err, 95) < 1.6, np.percentile(err, 95)
+    assert np.median(err) < 0.35, np.median(err)  # measured 0.16 / 0.41 (benchmarks/registration_accuracy.py)
+    assert np.percentile(err, 95) < 0.7, np.percentile(err, 95)
     assert isinstance(res.transform, sitk.AffineTransform)
+
+
+def test_two_scanner_pair_meets_the_half_millimetre_target(shared_data):
+    """patient03: two scanners, 671 days; mutual information alone stopped at 1.08 / 1.92 mm."""
+    c = _case(shared_data, "patient03")
+    fixed = sitk.ReadImage(str(c / "study1_FLAIR.nii.gz"))
+    ref = sitk.CompositeTransform([sitk.ReadTransform(str(c / "study2_FLAIR_to_common_space.txt")),
+                                   sitk.ReadTransform(str(c / "study1_FLAIR_to_common_space.txt")).GetInverse()])
+    from pmlseg.registration.preprocess import brain_mask
+
+    mask = sitk.BinaryDilate(brain_mask(fixed, "FLAIR"), [3, 3, 1])
+    res = register_affine(fixed, sitk.ReadImage(str(c / "study2_FLAIR.nii.gz")), mask)
+    err = _errors(res.transform, ref, _bright_points(fixed))
+    assert np.median(err) <= 0.5 and np.percentile(err, 95) <= 1.0, (np.median(err), np.percentile(err, 95))
+    assert res.stages[-1]["stage"] == "edges"
+
+
+def test_same_session_t1_after_patient_motion(shared_data):
+    """patient03 study2: the patient moved ~5 mm between FLAIR and T1W (header alone 5.4 mm off)."""
+    c = _case(shared_data, "patient03")
+    fixed = sitk.ReadImage(str(c / "study2_FLAIR.nii.gz"))
+    ref = sitk.ReadTransform(str(c / "study2_T1W_intrastudy_to_FLAIR.txt"))
+    pts = _bright_points(fixed)
+    assert np.median(_errors(sitk.AffineTransform(3), ref, pts)) > 3.0
+    res = register_affine(fixed, sitk.ReadImage(str(c / "study2_T1W.nii.gz")), init="identity", rigid_only=True)
+    assert np.median(_errors(res.transform, ref, pts)) <= 0.5
 
 
 def test_qc_passes_good_pair_and_fails_broken_ones(p01, shared_data):

@@ -71,7 +71,7 @@ def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None
     fixed, fmask = _at(tpl["t1"], 2.0), _at(tpl["brain"], 2.0, True)
     moving = _at(sitk.Cast(flair, sitk.sitkFloat32), 2.0)
     mmask = None if brain_mask is None else _at(brain_mask, 2.0, True)
-    res = register_affine(fixed, moving, fixed_mask=fmask, moving_mask=mmask,
+    res = register_affine(fixed, moving, fixed_mask=fmask, moving_mask=mmask, edges=False,
                           fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
     tpl_to_subj = res.transform
     to_mni = tpl_to_subj.GetInverse()

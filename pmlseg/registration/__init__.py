@@ -5,7 +5,9 @@ Stable API (other packages depend on it; keep it):
     from pmlseg.registration.affine import register_affine
     res = register_affine(fixed: sitk.Image, moving: sitk.Image,
                           fixed_mask: sitk.Image | None = None,
-                          moving_mask: sitk.Image | None = None)      # -> RegistrationResult
+                          moving_mask: sitk.Image | None = None,
+                          init="auto", rigid_only=False, edges=True)  # -> RegistrationResult
+    # MI rigid, then edge alignment (pmlseg.registration.edges); edges=False between different brains
     res.transform   # sitk.Transform (AffineTransform, 12 dof) mapping FIXED physical points ->
                     # MOVING physical points (ITK convention):
                     # sitk.Resample(moving, fixed, res.transform) puts MOVING on FIXED's grid

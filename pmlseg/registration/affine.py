@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
+from pmlseg.registration.edges import as_affine, refine_on_edges
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class RegistrationResult:
     """Outcome of :func:`register_affine`; ``transform`` maps FIXED points to MOVING points."""
 
     transform: sitk.AffineTransform
-    metric: float  # final Mattes MI at native resolution (more negative = better)
+    metric: float  # last stage's cost: Mattes MI, or minus the edge agreement (more negative = better)
     seconds: float
     init: str
     stages: list[dict] = field(default_factory=list)
@@ -100,6 +101,16 @@ def check_mask(mask: sitk.Image | None, image: sitk.Image, mask_name: str, image
 
 
 # ----------------------------------------------------------------------------- helpers
+def head_foreground(image: sitk.Image) -> sitk.Image:
+    """Everything that is not air: Otsu threshold, largest component, holes filled per slice."""
+    img = sitk.Cast(image, sitk.sitkFloat32)
+    fg = sitk.OtsuThreshold(img, 0, 1)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
+    fg = sitk.Cast(cc == 1, sitk.sitkUInt8)
+    fg = sitk.BinaryMorphologicalClosing(fg, [2, 2, 1])
+    return sitk.BinaryFillhole(fg)
+
+
 def _robust_rescale(img: sitk.Image) -> sitk.Image:
     """Clip to the 0.5-99.5 percentile of the non-zero voxels and map to [0, 1] (concentrates MI bins)."""
     arr = sitk.GetArrayViewFromImage(img)
@@ -184,7 +195,7 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
                     initial_transform: sitk.Transform | None = None, rigid_only: bool = False,
                     bins: int = 48, samples: int = 60000, iterations: int = 150, seed: int = 20161,
                     levels_rigid: tuple[float, ...] = (4.0, 2.0), levels_affine: tuple[float, ...] = (2.0, 1.0),
-                    fixed_name: str = "fixed image", moving_name: str = "moving image") -> RegistrationResult:
+                    edges: bool = True, fixed_name: str = "fixed image", moving_name: str = "moving image") -> RegistrationResult:
     """Register MOVING to FIXED with a 12-dof affine; the transform maps FIXED points to MOVING points.
 
     ``init``: "auto" (default: runs the coarse rigid stage from both "identity" and "moments" and
@@ -192,6 +203,10 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     "geometry" (image centres) or "identity" (trust scanner coordinates, e.g. one session's series;
     a centre of mass is pulled by neck coverage, so this is often better within a visit).  ``initial_transform``
     (fixed->moving) overrides ``init``.  Masks restrict the metric (UInt8 on the image's grid).
+    ``edges`` (default): after the rigid MI stages, refine on edge alignment
+    (:func:`pmlseg.registration.edges.refine_on_edges`, 6 dof if ``rigid_only`` else 12) instead of
+    the MI affine stages; with ``init="identity"`` the scanner-header alignment competes as a start.
+    Use ``edges=False`` between different brains (template -> subject), whose edges do not match.
     ``fixed_name``/``moving_name`` appear in error messages (pass file names).
     """
     t0 = time.perf_counter()
@@ -203,18 +218,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     mm = check_mask(moving_mask, moving, "moving mask" + (f" for {moving_name}" if moving_name else ""), moving_name)
 
     if initial_transform is not None:
-        start = sitk.AffineTransform(3)
         size = np.array(f.GetSize())
-        centre = f.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist())
-        start.SetCenter(centre)
-        # fit an affine to the given transform at a few points (works for any transform type)
-        pts = np.array(centre) + np.array([[0, 0, 0], [50, 0, 0], [0, 50, 0], [0, 0, 50],
-                                           [-50, -50, -50], [50, 50, 50]], float)
-        mapped = np.array([initial_transform.TransformPoint(p.tolist()) for p in pts])
-        A = np.c_[pts - centre, np.ones(len(pts))]
-        sol, *_ = np.linalg.lstsq(A, mapped, rcond=None)
-        start.SetMatrix(sol[:3].T.ravel().tolist())
-        start.SetTranslation((sol[3] - np.array(centre)).tolist())
+        start = as_affine(initial_transform, f.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist()))
         rigid = None
         init_used = "given"
     else:
@@ -258,7 +263,15 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
             start.SetCenter(rigid.GetCenter())
             start.SetMatrix(rigid.GetMatrix())
             start.SetTranslation(rigid.GetTranslation())
-        if rigid_only:
+        if edges:
+            starts = [start] + ([sitk.AffineTransform(3)] if init == "identity" and initial_transform is None else [])
+            mask = fm if fm is not None else head_foreground(f)
+            ref = refine_on_edges(f, m, mask, starts, dof=6 if rigid_only else 12)
+            start = ref.transform
+            stages.append({"stage": "edges", "dof": 6 if rigid_only else 12, "metric": -ref.agreement,
+                           "start": ("mutual information", "scanner header")[ref.start],
+                           "evaluations": ref.evaluations})
+        elif rigid_only:
             # keep 6 dof: refine the rigid at native resolution and return it as an affine
             val, it, stop = _run_stage(*level(levels_affine[-1]), rigid, bins=bins, samples=samples, seed=seed,
                                        iterations=iterations, max_step_mm=1.0, min_step=0.01)

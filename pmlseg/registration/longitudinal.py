@@ -2,7 +2,8 @@
 
 Why via the visit's FLAIR: a follow-up T1 and the rebaseline FLAIR differ in contrast, scanner and
 time at once; the follow-up T1 -> follow-up FLAIR step (same session, mostly scanner-coordinate
-aligned) and the follow-up FLAIR -> rebaseline FLAIR step (same contrast) are each easy, and
+aligned: rigid, the header alignment competing as a start) and the follow-up FLAIR -> rebaseline
+FLAIR step (same contrast) are each easy, and
 their composition (sitk.CompositeTransform) is resampled once, so no image is interpolated twice.
 """
 
@@ -96,8 +97,8 @@ def build_longitudinal_space(visits: dict[str, dict[str, str | Path]], rebaselin
             vf = sitk.ReadImage(str(vf_path))
             if session not in flair_masks:
                 flair_masks[session] = sitk.BinaryDilate(brain_mask(vf, "FLAIR", name=str(vf_path)), [3, 3, 1])
-            res = register_affine(vf, img, fixed_mask=flair_masks[session], fixed_name=str(vf_path),
-                                  moving_name=str(path))
+            res = register_affine(vf, img, fixed_mask=flair_masks[session], init="identity", rigid_only=True,
+                                  fixed_name=str(vf_path), moving_name=str(path))
             qc_intra = registration_qc(vf, img, res.transform, flair_masks[session], fixed_name=str(vf_path),
                                        moving_name=str(path))
             space.qc.append(_row(session, modality, "intra-visit", vf_path, path, qc_intra))
