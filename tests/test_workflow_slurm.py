@@ -40,7 +40,7 @@ def test_demo_cohort_through_slurm(tmp_path):
     out = tmp_path / "out"
     p = subprocess.run([sys.executable, "-m", "pmlseg", "run", str(tmp_path / "demo" / "dicom"), str(out),
                         "--executor", "slurm", "--jobs", "4", "--config", "preprocess=false",
-                        "detect_method=classical"],
+                        "detect_method=classical", "detect_previous=false"],  # vs-previous: test_workflow_run
                        capture_output=True, text=True, env=env, timeout=1800, cwd=tmp_path)
     log = p.stdout + p.stderr
     assert p.returncode == 0, log[-5000:]
@@ -51,7 +51,7 @@ def test_demo_cohort_through_slurm(tmp_path):
     with open(tmp_path / "demo" / "ground_truth" / "cohort.tsv", newline="") as fp:
         visits = list(csv.DictReader(fp, delimiter="\t"))
     n_followups = len(visits) - len({v["patient_id"] for v in visits})
-    assert len(ids) >= 1 + 2 * n_followups, ids  # ingest + per follow-up: register, detect (+ vs previous)
+    assert len(ids) >= 1 + 2 * n_followups, ids  # ingest + per follow-up: register, detect
     q = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i %T", "-j", ",".join(ids)],
                        capture_output=True, text=True, timeout=30)
     states = dict(line.split() for line in q.stdout.splitlines() if line.strip())
