@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Calibrated on the real pairs (benchmarks/registration_accuracy.py prints the "sim" column), with
 # the edge-alignment stage on: good pairs (same patient, FLAIR/T1/T2 -> FLAIR, brain-masked) score
-# 0.69-0.95; a wrong patient 0.40-0.44 (edge refinement aligns what edges two brains share: with
+# 0.69-0.95; a wrong patient 0.40-0.48 (edge refinement aligns what edges two brains share: with
 # mutual information alone they scored 0.09-0.11); the correct transform followed by a 20 degree
 # rotation 0.28.  The threshold sits in the middle of the gap.
 THRESHOLD = 0.55
