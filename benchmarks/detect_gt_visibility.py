@@ -50,7 +50,10 @@ def main() -> int:
         gt = to_array(sitk.Resample(sitk.ReadImage(str(d / "gt_direction.nii.gz")), grid, t1.GetInverse(),
                                     sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) == 1
         lab, n = ndi.label(gt, structure=np.ones((3, 3, 3)))
-        maps = {k: (smoothed(p.fu, sp), smoothed(p.fu, sp) - smoothed(p.bl, sp)) for k, p in pairs.items()}
+        maps = {}
+        for k, p in pairs.items():
+            fu_s = smoothed(p.fu, sp)
+            maps[k] = (fu_s, fu_s - smoothed(p.bl, sp))
         print(f"# {case}: {n} GT components on the working grid {tuple(round(s, 2) for s in sp)} mm")
         print("comp  vol_mm3  fu_ours  diff_ours  fu_ref  diff_ref  visible")
         visible = 0

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
 from pmlseg.registration.affine import register_affine
+from pmlseg.registration.preprocess import brain_mask
 from pmlseg.registration.qc import registration_qc
 
 pytestmark = pytest.mark.shared
@@ -60,8 +61,6 @@ def test_two_scanner_pair_meets_the_half_millimetre_target(shared_data):
     fixed = sitk.ReadImage(str(c / "study1_FLAIR.nii.gz"))
     ref = sitk.CompositeTransform([sitk.ReadTransform(str(c / "study2_FLAIR_to_common_space.txt")),
                                    sitk.ReadTransform(str(c / "study1_FLAIR_to_common_space.txt")).GetInverse()])
-    from pmlseg.registration.preprocess import brain_mask
-
     mask = sitk.BinaryDilate(brain_mask(fixed, "FLAIR"), [3, 3, 1])
     res = register_affine(fixed, sitk.ReadImage(str(c / "study2_FLAIR.nii.gz")), mask)
     err = _errors(res.transform, ref, _bright_points(fixed))

@@ -9,8 +9,8 @@ Register MOVING to FIXED with a 12-dof affine, robust to contrast (T1/T2/FLAIR),
 2D slices: a rigid Mattes mutual-information stage on a 4/2 mm pyramid (started from the scanner
 coordinates and from the centres of mass, the better kept), then an affine refinement that aligns
 edges (normalised gradient fields within FIXED's slice planes, 3 then 1.5 mm).  Mutual information
-alone stops 0.5-1.2 mm short on thick-slice pairs from two scanners; the edge stage brings the real
-pairs to 0.1-0.4 mm (docs/registration.md).
+alone stops 0.5-1.2 mm short on thick-slice pairs from two scanners; with the edge stage the real
+pairs are 0.17-0.49 mm (median) from the reference transforms (docs/registration.md).
 
 Series of one session (T1/T2/DWI -> that visit's FLAIR) share scanner coordinates: use
 --init identity --rigid; the header alignment then competes with the registration as a start.

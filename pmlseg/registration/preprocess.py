@@ -69,8 +69,9 @@ def _template(modality: str, spacing_mm: float = 2.0) -> tuple[sitk.Image, sitk.
     t1a, gm, wm = (x / max(float(x.max()), 1e-6) for x in (t1a, gm, wm))
     brain = sitk.GetImageFromArray((t1a > 0.2).astype(np.uint8))  # nilearn's load_mni152_brain_mask threshold
     brain.CopyInformation(t1)
-    # close small gaps (2 mm radius) and fill holes: on the 1 mm mask for the tissue maps, then
-    # again on the coarse grid below (closing at 1 mm is the slowest step; it runs once per process)
+    # close small gaps (2 mm radius) and fill holes; for a coarse template the closing runs on the
+    # coarse grid below (closing at 1 mm was the slowest step, 1.2 s per process), the 1 mm mask that
+    # weights the CSF map is only hole-filled
     brain_1mm = sitk.BinaryFillhole(sitk.BinaryMorphologicalClosing(brain, [2, 2, 2])) if spacing_mm <= 1.0 \
         else sitk.BinaryFillhole(brain)
     csf = sitk.GetArrayViewFromImage(brain_1mm) * np.clip(1.0 - gm - wm, 0.0, 1.0)
@@ -106,8 +107,8 @@ def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image
     # the template is the FIXED image restricted to its (dilated) brain: the subject's skull and
     # neck, which the template lacks, then cannot pull the fit
     metric_mask = sitk.BinaryDilate(tmask, [3, 3, 3])
-    # 60 iterations per level: masks agree with 150 iterations at Dice >= 0.99 on the real FLAIR/T1
-    # visits, and the mask costs 4-6 s instead of 8-10 s (measured in session 3, docs/registration.md)
+    # 60 iterations per level: masks agree with 150 iterations at Dice >= 0.99 on real FLAIR/T1 visits
+    # and cost about half the time (benchmarks/brain_mask_iterations.py)
     res = register_affine(tmpl, img, fixed_mask=metric_mask, init="moments", edges=False, iterations=60,
                           fixed_name="ICBM152 template", moving_name=name, levels_rigid=(6.0, 4.0),
                           levels_affine=(4.0, 2.0))
