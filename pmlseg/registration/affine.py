@@ -102,13 +102,29 @@ def check_mask(mask: sitk.Image | None, image: sitk.Image, mask_name: str, image
 
 # ----------------------------------------------------------------------------- helpers
 def head_foreground(image: sitk.Image) -> sitk.Image:
-    """Everything that is not air: Otsu threshold, largest component, holes filled per slice."""
+    """Everything that is not air: Otsu threshold, largest component, closed (2 voxels in plane, 1
+    across slices), holes filled."""
     img = sitk.Cast(image, sitk.sitkFloat32)
     fg = sitk.OtsuThreshold(img, 0, 1)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
-    fg = sitk.Cast(cc == 1, sitk.sitkUInt8)
-    fg = sitk.BinaryMorphologicalClosing(fg, [2, 2, 1])
-    return sitk.BinaryFillhole(fg)
+    closed = sitk.GetImageFromArray(_binary_closing(sitk.GetArrayViewFromImage(cc) == 1, (1, 2, 2)).view(np.uint8))
+    closed.CopyInformation(img)
+    return sitk.BinaryFillhole(closed)
+
+
+def _binary_closing(arr: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:
+    """ITK's BinaryMorphologicalClosing (ball kernel, safe border) with scipy: the same voxels, ~3x faster.
+
+    ITK's ball of radius r holds the offsets with sum((i / (r + 0.5))^2) <= 1; the array is padded by
+    the radius so the border never erodes what the dilation added.
+    """
+    from scipy import ndimage as ndi
+
+    grid = np.mgrid[tuple(slice(-r, r + 1) for r in radius)]
+    ball = sum((g / (r + 0.5)) ** 2 for g, r in zip(grid, radius)) <= 1.0
+    pad = [(r, r) for r in radius]
+    out = ndi.binary_erosion(ndi.binary_dilation(np.pad(arr, pad), ball), ball, border_value=1)
+    return np.ascontiguousarray(out[tuple(slice(r, out.shape[i] - r) for i, r in enumerate(radius))])
 
 
 def _robust_rescale(img: sitk.Image) -> sitk.Image:

@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
-from pmlseg.registration.affine import check_image, check_mask, head_foreground, register_affine
+from pmlseg.registration.affine import _at_spacing, check_image, check_mask, head_foreground, register_affine
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def n4_bias_correct(image: sitk.Image, mask: sitk.Image | None = None, *, target
 
 @functools.lru_cache(maxsize=4)
 def _template(modality: str, spacing_mm: float = 2.0) -> tuple[sitk.Image, sitk.Image]:
+    """(template image with ``modality``-like contrast, brain mask), built once per user (pmlseg.diskcache)."""
+    import importlib.metadata
+    import inspect
+
+    from pmlseg.diskcache import cached_images
+
+    key = "|".join([inspect.getsource(_build_template), inspect.getsource(_at_spacing), modality,
+                    str(spacing_mm), importlib.metadata.version("nilearn"), sitk.Version.VersionString()])
+    return cached_images(f"template-{modality}-{spacing_mm:g}mm", key,
+                         lambda: _build_template(modality, spacing_mm))
+
+
+def _build_template(modality: str, spacing_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """(template image with ``modality``-like contrast, brain mask) from nilearn's bundled ICBM152."""
     import importlib.util
     from pathlib import Path
@@ -84,8 +97,6 @@ def _template(modality: str, spacing_mm: float = 2.0) -> tuple[sitk.Image, sitk.
     tmpl = sitk.GetImageFromArray(t.astype(np.float32))
     tmpl.CopyInformation(t1)
     if spacing_mm > 1.0:
-        from pmlseg.registration.affine import _at_spacing
-
         tmpl = _at_spacing(tmpl, spacing_mm)
         brain = sitk.Cast(_at_spacing(sitk.Cast(brain_1mm, sitk.sitkFloat32), spacing_mm) > 0.5, sitk.sitkUInt8)
         radius = max(1, int(round(2.0 / spacing_mm)))
