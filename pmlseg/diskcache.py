@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
+    """$PMLSEG_CACHE_DIR, else $XDG_CACHE_HOME/pmlseg, else ~/.cache/pmlseg."""
     if os.environ.get("PMLSEG_CACHE_DIR"):
         return Path(os.environ["PMLSEG_CACHE_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
@@ -35,7 +36,7 @@ def cached_images(name: str, key: str, build: Callable[[], tuple[sitk.Image, ...
     """``build()``'s images, read from the cache when an entry for (``name``, ``key``) exists."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:20]
     stem = cache_dir() / f"{name}-{digest}"
-    count = stem.with_suffix(".count")
+    count = stem.parent / f"{stem.name}.count"  # not with_suffix: names may hold dots ("1.5mm")
     try:
         n = int(count.read_text())
         return tuple(sitk.ReadImage(str(stem.parent / f"{stem.name}-{i}.mha")) for i in range(n))

@@ -60,3 +60,14 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     assert len(calls) == 2  # the rewritten entry is read
     cached_images("probe", "k2", build)
     assert len(calls) == 3  # another key never reads k1's entry
+
+
+def test_names_with_dots_do_not_collide(tmp_path, monkeypatch):
+    monkeypatch.setenv("PMLSEG_CACHE_DIR", str(tmp_path))
+    a = sitk.GetImageFromArray(np.zeros((2, 2, 2), np.float32))
+    b = sitk.GetImageFromArray(np.ones((2, 2, 2), np.float32))
+    cached_images("t-1.5mm", "k", lambda: (a,))
+    got = cached_images("t-1.0mm", "k", lambda: (b,))
+    assert _same(got[0], b) and _same(cached_images("t-1.5mm", "k", lambda: (b,))[0], a)
+    # each entry has its own completeness marker (a shared one could vouch for another entry's files)
+    assert len(list(tmp_path.glob("*.count"))) == 2
