@@ -7,6 +7,7 @@ process trains. Checkpoints are written as training goes, so a time-boxed run al
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ DEFAULT_RECIPE = {
         "raw_flair": ["ljubljana-longitudinal/patient04/study1_FLAIR.nii.gz"],
     },
     "checkpoint_minutes": 5.0,
+    "workers": 1,
 }
 
 
@@ -90,7 +92,7 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     from pmlseg.detect import pairs
 
     torch.set_num_threads(1)
-    rng = np.random.default_rng(recipe["seed"] + 1)
+    rng = np.random.default_rng(worker_seed(recipe["seed"]))
     sources, shapes = load_sources(recipe, Path(shared))
     pool = [pairs.make_pair(sources[i % len(sources)], rng, shapes) for i in range(recipe["pool_size"])]
     n = 0
@@ -105,6 +107,14 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
         n += 1
         if n % recipe["replace_every"] == 0:
             pool[rng.integers(len(pool))] = pairs.make_pair(sources[rng.integers(len(sources))], rng, shapes)
+
+
+def worker_seed(seed: int) -> int:
+    """Each DataLoader worker its own pair stream (same seed in every worker would repeat batches)."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    return seed + 1 + (1000 * info.id if info is not None else 0)
 
 
 def sha256(path: Path) -> str:
@@ -122,7 +132,7 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.pt") as tmp:
-        torch.save(net.state_dict(), tmp)
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
     write_text(out / "inference.json", json.dumps(config, indent=2) + "\n")
     meta = {
         "name": out.name,
@@ -148,7 +158,9 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
     write_text(out / "metadata.json", json.dumps(meta, indent=2) + "\n")
 
 
-def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None = None) -> Path:
+def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None = None,
+          device: str = "cpu") -> Path:
+    """Train for recipe["minutes"]; on CUDA with float16 autocast, pairs made by recipe["workers"] processes."""
     import torch
     from monai.losses import DiceCELoss
     from torch.utils.data import DataLoader, IterableDataset
@@ -157,6 +169,7 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
 
     torch.set_num_threads(2)
     torch.manual_seed(recipe["seed"])
+    cuda = device == "cuda"
 
     class Stream(IterableDataset):
         def __iter__(self):
@@ -165,13 +178,16 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
     net = build_network(config)
     if init is not None:
         net.load_state_dict(torch.load(init, map_location="cpu"))
+    net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, lambda_ce=1.0, lambda_dice=1.0)
-    loader = DataLoader(Stream(), batch_size=None, num_workers=1, prefetch_factor=4, persistent_workers=False)
+    loader = DataLoader(Stream(), batch_size=None, num_workers=max(1, int(recipe.get("workers", 1))),
+                        prefetch_factor=4, persistent_workers=False, pin_memory=cuda)
     t0 = time.time()
     last_ck = t0
     budget = recipe["minutes"] * 60
-    step, ema = 0, None
+    step, ema, first, recent = 0, None, None, collections.deque(maxlen=20)
     bar = progress(total=recipe["max_steps"], desc="training", unit="step")
     for x, y in loader:
         frac = min(1.0, (time.time() - t0) / budget)
@@ -179,19 +195,25 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
             g["lr"] = recipe["lr"] * 0.5 * (1 + np.cos(np.pi * frac))
         net.train()
         opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            loss = loss_fn(net(x), y)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
         step += 1
         lv = float(loss.detach())
+        first = lv if first is None else first
+        recent.append(lv)
         ema = lv if ema is None else 0.98 * ema + 0.02 * lv
         bar.update(1)
         if step % 50 == 0:
-            log.info("step %d loss %.4f (ema %.4f) %.0f s", step, float(loss), ema, time.time() - t0)
+            log.info("step %d loss %.4f (ema %.4f) %.0f s", step, lv, ema, time.time() - t0)
         done = step >= recipe["max_steps"] or time.time() - t0 >= budget
         if done or time.time() - last_ck >= recipe["checkpoint_minutes"] * 60:
-            save_model(out, net, config, recipe, {"training_steps": step, "final_loss_ema": ema,
-                                                  "training_seconds": round(time.time() - t0)})
+            save_model(out, net, config, recipe, {"training_steps": step, "first_loss": first, "final_loss_ema": ema,
+                                                  "recent_loss": float(np.mean(recent)),
+                                                  "training_seconds": round(time.time() - t0), "device": device})
             last_ck = time.time()
             log.info("checkpoint written to %s (step %d)", out, step)
         if done:
