@@ -46,3 +46,32 @@ def test_short_training_run_learns_and_writes_a_loadable_model(tmp_path, shared_
     bl = rng.uniform(0.8, 1.2, (40, 48, 6)).astype(np.float32)
     prob = pred.probability(bl, bl.copy(), np.ones(bl.shape, bool))
     assert prob.shape == bl.shape and np.isfinite(prob).all() and 0 <= prob.min() <= prob.max() <= 1
+
+
+@pytest.mark.slow
+def test_visibility_label_only_adds_new_voxels_to_the_same_pair():
+    """visible_change draws no random numbers: same seed, same images, a superset of the label."""
+    from pmlseg.detect import pairs
+    from pmlseg.detect.synthcase import icbm_source
+
+    src = icbm_source()
+    grew = 0
+    for seed in (100, 103):
+        a = pairs.make_pair(src, np.random.default_rng(seed), [])
+        b = pairs.make_pair(src, np.random.default_rng(seed), [], visible_change=0.12)
+        assert np.array_equal(a["fu"], b["fu"]) and np.array_equal(a["bl"], b["bl"])
+        assert not (a["label"] & ~b["label"]).any()
+        grew += int(b["label"].sum() - a["label"].sum())
+    assert grew > 0
+
+
+def test_cortical_ribbon_is_the_outer_tissue_shell():
+    from pmlseg.detect.pairs import Source, cortical_ribbon
+
+    g = np.indices((41, 41, 41)).astype(np.float32) - 20
+    r = np.sqrt((g ** 2).sum(0))
+    mask = r <= 18
+    image = np.where(mask, 1.0, 0.0).astype(np.float32)
+    w = cortical_ribbon(Source("ball", image, mask, np.zeros_like(mask), np.zeros((0, 3), int))).astype(np.float32)
+    assert w[(r > 15) & (r <= 17)].min() > 0.9          # within 5 mm of the edge
+    assert w[r < 10].max() < 0.01 and w[~mask].max() < 0.7  # deep tissue untouched, outside only the blur

@@ -26,6 +26,7 @@ from pmlseg.detect.harmonise import harmonise_followup
 log = logging.getLogger(__name__)
 
 
+
 @dataclasses.dataclass
 class Source:
     """One real brain on a 1 mm isotropic grid (axes x, y, z with z = superior)."""
@@ -35,6 +36,7 @@ class Source:
     mask: np.ndarray  # bool brain mask
     lesions: np.ndarray  # bool: existing lesions of this brain (kept unchanged)
     centres: np.ndarray  # (N, 3) int voxel candidates for new lesions (white matter / real lesion sites)
+    ribbon: np.ndarray | None = None  # cortical-ribbon weight, computed on first use (cortical_ribbon)
 
 
 def normalise(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -144,10 +146,12 @@ def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: fl
 
 
 def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]):
-    """Return (bl_1mm, fu_1mm, new_1mm) with lesion changes inserted on the 1 mm source grid."""
+    """Return (bl_1mm, fu_1mm, new_1mm, added_1mm) with lesion changes inserted on the 1 mm source grid;
+    ``added`` is the follow-up brightening the new and enlarging lesions caused (for the visibility label)."""
     bl = src.image.copy()
     fu = src.image.copy()
     new = np.zeros(src.mask.shape, bool)
+    added = np.zeros(src.mask.shape, np.float32)
     occupied = src.lesions.copy()
     n_new = rng.choice([0, 1, 2, 3, 4, 6, 8], p=[0.06, 0.2, 0.2, 0.18, 0.16, 0.12, 0.08])
     n_stable = rng.integers(0, 5)
@@ -169,7 +173,9 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
         # real new lesions are often faint on follow-up FLAIR (1.1-1.5 x the median brain after partial volume)
         contrast = rng.uniform(1.2, 1.6) if rng.random() < 0.7 else rng.uniform(1.6, 2.0)
         if kind == "new":
+            before = fu.copy()
             fu = _fill(fu, m, rng, contrast)
+            added += fu - before
             new |= m
         elif kind == "stable":
             bl = _fill(bl, m, rng, contrast)
@@ -200,13 +206,15 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
             region = np.zeros(src.mask.shape, bool)
             region[sl] = add
             level = float(np.median(src.image[sl][comp]))
+            before = fu.copy()
             fu = _fill(fu, region, rng, max(level, 1.3))
+            added += fu - before
             new |= region
     # existing lesions: slight intensity variation, never labelled
     if src.lesions.any():
         f = rng.uniform(0.95, 1.05)
         fu = np.where(src.lesions, fu * f, fu)
-    return bl, fu, new
+    return bl, fu, new, added
 
 
 def _rotation(rng: np.random.Generator, deg: float) -> np.ndarray:
@@ -258,9 +266,29 @@ def _bias(rng: np.random.Generator, shape, strength: float) -> np.ndarray:
     return np.exp(strength * field).astype(np.float32)
 
 
-def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -> dict:
-    """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick)."""
-    bl1, fu1, new1 = insert_lesions(src, rng, shapes)
+def cortical_ribbon(src: Source, depth_mm: float = 5.0) -> np.ndarray:
+    """Soft weight (0..1) of the outer ``depth_mm`` of the brain where it is tissue, not CSF or lesion."""
+    if src.ribbon is None:
+        outer = src.mask & (ndi.distance_transform_edt(src.mask) <= depth_mm) & (src.image > 0.6) & ~src.lesions
+        src.ribbon = np.clip(ndi.gaussian_filter(outer.astype(np.float32), 1.0) * 1.5, 0, 1).astype(np.float16)
+    return src.ribbon
+
+
+def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], visible_change: float | None = None,
+              ribbon_gain: float | None = None) -> dict:
+    """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick).
+
+    ``visible_change``: a voxel is also labelled new where the slice-blurred lesion fraction is only
+    > 0.2 but the follow-up is brighter by at least this much (x median brain); without it thin and
+    small lesions, diluted below 40 % by thick slices yet still visible, would be taught as negatives.
+    ``ribbon_gain``: with probability 0.6 the follow-up's cortical ribbon is scaled by a factor within
+    1 +- this (before acquisition): a scanner change alters grey-matter FLAIR contrast as a whole, which
+    a global intensity curve cannot mimic and the detector must learn to ignore.
+    """
+    bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes)
+    if ribbon_gain and rng.random() < 0.6:
+        w = cortical_ribbon(src).astype(np.float32)
+        fu1 = fu1 * (1 + rng.uniform(-0.5 * ribbon_gain, ribbon_gain) * w)
     t_bl = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.5, 2.5)], p=[0.85, 0.15]))
     t_fu = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.0, 2.5)], p=[0.8, 0.2]))
     rot_bl = _rotation(rng, 2.0)
@@ -270,8 +298,11 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -
     rot_fu = _rotation(rng, 4.0)
     fu_inplane = float(rng.uniform(0.8, 1.3))
     fu_acq, aff_fu, shape_fu = acquire(fu1, rng, t_fu, rot_fu, rng.normal(scale=3.0, size=3), fu_inplane)
+    fu_coords = _coords(aff_fu, shape_fu)
     blurred_new = ndi.gaussian_filter1d(new1.astype(np.float32), sigma=t_fu / 2.355, axis=2)
-    new_acq = ndi.map_coordinates(blurred_new, _coords(aff_fu, shape_fu), order=1).reshape(shape_fu)
+    new_acq = ndi.map_coordinates(blurred_new, fu_coords, order=1).reshape(shape_fu)
+    added_acq = None if visible_change is None else ndi.map_coordinates(
+        ndi.gaussian_filter1d(added1, sigma=t_fu / 2.355, axis=2), fu_coords, order=1).reshape(shape_fu)
     # residual misregistration: baseline grid -> 1mm -> (perturbed) -> follow-up grid
     err = np.eye(4)
     err[:3, :3] = _rotation(rng, 0.5) @ np.diag(1 + rng.normal(scale=0.008, size=3))
@@ -283,7 +314,11 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]) -
     coords = _coords(bl_to_fu, shape_bl)
     fu = ndi.map_coordinates(fu_acq, coords, order=1).reshape(shape_bl)
     label_frac = ndi.map_coordinates(new_acq, coords, order=1).reshape(shape_bl)
-    label = (label_frac > 0.4) & mask
+    label = label_frac > 0.4
+    if visible_change is not None:
+        label |= (label_frac > 0.2) & (ndi.map_coordinates(added_acq, coords, order=1).reshape(shape_bl)
+                                       >= visible_change)
+    label &= mask
     # contrast, bias field and noise differ between visits (different scanners / protocols)
     out = {}
     for key, img in (("bl", bl), ("fu", fu)):
