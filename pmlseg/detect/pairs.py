@@ -26,7 +26,6 @@ from pmlseg.detect.harmonise import harmonise_followup
 log = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass
 class Source:
     """One real brain on a 1 mm isotropic grid (axes x, y, z with z = superior)."""
@@ -281,9 +280,9 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     ``visible_change``: a voxel is also labelled new where the slice-blurred lesion fraction is only
     > 0.2 but the follow-up is brighter by at least this much (x median brain); without it thin and
     small lesions, diluted below 40 % by thick slices yet still visible, would be taught as negatives.
-    ``ribbon_gain``: with probability 0.6 the follow-up's cortical ribbon is scaled by a factor within
-    1 +- this (before acquisition): a scanner change alters grey-matter FLAIR contrast as a whole, which
-    a global intensity curve cannot mimic and the detector must learn to ignore.
+    ``ribbon_gain``: with probability 0.6 the follow-up's cortical ribbon is scaled by a factor between
+    1 - gain/2 and 1 + gain (before acquisition): a scanner change alters grey-matter FLAIR contrast as a
+    whole, which a global intensity curve cannot mimic and the detector must learn to ignore.
     """
     bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes)
     if ribbon_gain and rng.random() < 0.6:
