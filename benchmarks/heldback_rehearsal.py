@@ -42,13 +42,14 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detect_eval import lesion_metrics  # noqa: E402
 from pml_injection import CASES as INJECTIONS  # noqa: E402
-from pml_injection import injected_case, load_case  # noqa: E402
+from pml_injection import inject, load_case  # noqa: E402
 
+from pmlseg.characterise import location as loc  # noqa: E402
 from pmlseg.paths import shared_data_dir  # noqa: E402
 
 CASES = {"patient01": 203, "patient03": 671}     # days between the visits (data set README)
 INJECT = "patient03"                              # the case that gets the PML-like lesion
-SERIES = {  # modality -> (protocol key of pmlseg.synth.protocols, slice thickness taken from the image)
+SERIES = {  # file modality -> protocol key of pmlseg.synth.protocols (slice thickness from the image)
     "FLAIR": "FLAIR2D", "T1W": "T12D", "T2W": "T2",
 }
 LIMIT_S = 15 * 60
@@ -61,8 +62,9 @@ def _tfm(path: Path) -> sitk.Transform:
 def injected_followup(case: str) -> tuple[sitk.Image, sitk.Image]:
     """(raw follow-up FLAIR with the PML-like lesion, injected-lesion mask on the rebaseline grid)."""
     d = shared_data_dir() / "ljubljana-longitudinal" / case
-    plain, _ = load_case(case)
-    images, labels, inj_id, _ = injected_case(case, INJECTIONS[case])
+    plain, labels = load_case(case)
+    priors = loc.register_to_template(plain["flair_bl"])
+    images, labels, inj_id = inject(plain, labels, priors, INJECTIONS[case], plain["flair_bl"])  # new dict
     delta = sitk.Subtract(images["flair_fu"], plain["flair_fu"])          # on the rebaseline grid
     raw = sitk.ReadImage(str(d / "study2_FLAIR.nii.gz"), sitk.sitkFloat32)
     fu_to_bl = sitk.CompositeTransform([_tfm(d / "study1_FLAIR_to_common_space.txt"),

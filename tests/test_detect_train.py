@@ -8,20 +8,14 @@ import pytest
 from pmlseg.detect import train as T
 
 
-class _Seeds:
-    """An iterable dataset yielding the first draw of each worker's generator."""
-
-    def __iter__(self):
-        yield int(np.random.default_rng(T.worker_seed(0)).integers(1 << 30))
-
-
 def test_each_worker_gets_its_own_pair_stream():
     from torch.utils.data import DataLoader, IterableDataset
 
-    class DS(_Seeds, IterableDataset):
-        pass
+    class FirstDraw(IterableDataset):  # the first number each worker's pair generator would draw
+        def __iter__(self):
+            yield int(np.random.default_rng(T.worker_seed(0)).integers(1 << 30))
 
-    draws = [int(x) for x in DataLoader(DS(), batch_size=None, num_workers=2)]
+    draws = [int(x) for x in DataLoader(FirstDraw(), batch_size=None, num_workers=2)]
     assert len(draws) == 2 and draws[0] != draws[1]
 
 

@@ -130,8 +130,10 @@ def _paste(vol_mask: np.ndarray, shape: np.ndarray, centre: np.ndarray) -> np.nd
     return out
 
 
-def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: float) -> np.ndarray:
-    """Make region m FLAIR-bright with a soft (partial-volume) border and some texture (in place on a crop)."""
+def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: float,
+          added: np.ndarray | None = None) -> np.ndarray:
+    """Make region m FLAIR-bright with a soft (partial-volume) border and some texture (in place on a crop);
+    the brightening is also summed into ``added`` when given."""
     objs = ndi.find_objects(m.astype(np.uint8))
     if not objs or objs[0] is None:
         return img
@@ -139,8 +141,10 @@ def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: fl
     soft = ndi.gaussian_filter(m[sl].astype(np.float32), rng.uniform(0.5, 1.0))
     soft = np.clip(soft * 1.3, 0, 1)
     tex = 1.0 + 0.24 * ndi.gaussian_filter(rng.normal(size=soft.shape).astype(np.float32), 1.0)
-    crop = img[sl]
-    img[sl] = crop + soft * np.clip(contrast * tex - crop, 0, None)
+    delta = soft * np.clip(contrast * tex - img[sl], 0, None)
+    img[sl] += delta
+    if added is not None:
+        added[sl] += delta
     return img
 
 
@@ -172,9 +176,7 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
         # real new lesions are often faint on follow-up FLAIR (1.1-1.5 x the median brain after partial volume)
         contrast = rng.uniform(1.2, 1.6) if rng.random() < 0.7 else rng.uniform(1.6, 2.0)
         if kind == "new":
-            before = fu.copy()
-            fu = _fill(fu, m, rng, contrast)
-            added += fu - before
+            fu = _fill(fu, m, rng, contrast, added)
             new |= m
         elif kind == "stable":
             bl = _fill(bl, m, rng, contrast)
@@ -205,9 +207,7 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
             region = np.zeros(src.mask.shape, bool)
             region[sl] = add
             level = float(np.median(src.image[sl][comp]))
-            before = fu.copy()
-            fu = _fill(fu, region, rng, max(level, 1.3))
-            added += fu - before
+            fu = _fill(fu, region, rng, max(level, 1.3), added)
             new |= region
     # existing lesions: slight intensity variation, never labelled
     if src.lesions.any():
