@@ -13,7 +13,11 @@ FLAIR-only change detector cannot find it, which bounds the reachable sensitivit
 slices against the GT's 3 mm ones, nearest-neighbour mapping split and shifted the small components
 and it reported 3 of 10 visible where the protocol's components show 7 of 8.)
 
-    .venv/bin/python benchmarks/detect_gt_visibility.py [--cases patient01 patient03]
+--slice-mm X builds the working grid with X mm slices instead of the rebaseline's own (a model's
+inference.json "slice_mm"): session 6 found that patient01's 4 mm rebaseline grid point-samples the
+3 mm follow-up between its slices and averages four of its GT lesions away (docs/detection.md).
+
+    .venv/bin/python benchmarks/detect_gt_visibility.py [--cases patient01 patient03] [--slice-mm 1.5]
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def on_gt_grid(arr: np.ndarray, pair, gt: sitk.Image, t1: sitk.Transform) -> np.
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["patient01", "patient03"])
+    ap.add_argument("--slice-mm", type=float, help="working-grid slice spacing (default: the rebaseline's)")
     args = ap.parse_args()
     setup_logging("WARNING")
     for case in args.cases:
@@ -59,9 +64,10 @@ def main() -> int:
         comps = [i for i in range(1, n + 1) if (lab == i).sum() * vox >= 10.0]
         views = {}
         for k, tx in (("ours", None), ("reference", longitudinal_reference(d))):
-            p = prepare_pair(bl, fu, tx)
+            p = prepare_pair(bl, fu, tx, slice_mm=args.slice_mm)
             views[k] = (on_gt_grid(p.bl, p, gt_img, t1), on_gt_grid(p.fu, p, gt_img, t1))
-        print(f"# {case}: {len(comps)} GT components >= 10 mm^3 (protocol), values on the GT grid")
+        print(f"# {case}: {len(comps)} GT components >= 10 mm^3 (protocol), values on the GT grid; working grid "
+              f"{' x '.join(f'{x:.2f}' for x in p.spacing)} mm")
         print("comp  vol_mm3  bl_ours  fu_ours  diff_ours  diff_ref  visible")
         visible = 0
         for i in comps:

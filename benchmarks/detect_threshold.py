@@ -39,7 +39,7 @@ def main() -> None:
     src = icbm_source()
     stats = {t: [] for t in THRESHOLDS}
     for s in range(a.pairs):
-        p = pairs.make_pair(src, np.random.default_rng(1000 + s), [])
+        p = pairs.make_pair(src, np.random.default_rng(1000 + s), [], slice_mm=pred.config.get("slice_mm"))
         prob = pred.probability(p["bl"].astype(np.float32), p["fu"].astype(np.float32), p["mask"])
         gt = components(p["label"], p["spacing"], 10.0)
         for t in THRESHOLDS:

@@ -69,3 +69,22 @@ def test_cortical_ribbon_is_the_outer_tissue_shell():
     w = cortical_ribbon(Source("ball", image, mask, np.zeros_like(mask), np.zeros((0, 3), int))).astype(np.float32)
     assert w[(r > 15) & (r <= 17)].min() > 0.9          # within 5 mm of the edge
     assert w[r < 10].max() < 0.01 and w[~mask].max() < 0.7  # deep tissue untouched, outside only the blur
+
+
+@pytest.mark.slow
+def test_fine_slice_pair_covers_the_same_brain_on_finer_slices():
+    """slice_mm: same brain, lesions and baseline geometry (same seed), slices every slice_mm instead."""
+    from pmlseg.detect import pairs
+    from pmlseg.detect.synthcase import icbm_source
+
+    src = icbm_source()
+    a = pairs.make_pair(src, np.random.default_rng(4), [])
+    b = pairs.make_pair(src, np.random.default_rng(4), [], slice_mm=1.5)
+    assert b["spacing"][2] == 1.5 and a["spacing"][2] > 1.5
+    assert b["bl"].shape[:2] == a["bl"].shape[:2]
+    assert abs((b["bl"].shape[2] - 1) * 1.5 - (a["bl"].shape[2] - 1) * a["spacing"][2]) < 1.5
+    vol = [p["mask"].sum() * np.prod(p["spacing"]) for p in (a, b)]
+    assert abs(vol[0] - vol[1]) < 0.03 * vol[0], vol
+    assert b["label"].any() and not (b["label"] & ~b["mask"]).any()
+    for p in (a, b):  # both visits normalised to median brain 1
+        assert abs(np.median(p["bl"][p["mask"]].astype(np.float32)) - 1) < 0.02

@@ -57,6 +57,9 @@ def test_working_grid_is_lps_1mm_in_plane_same_extent():
              for i in (0, im.GetSize()[0]) for j in (0, im.GetSize()[1]) for k in (0, im.GetSize()[2])]
         return np.min(c, 0), np.max(c, 0)
     assert np.allclose(box(img)[0], box(g)[0], atol=1e-3) and np.allclose(box(img)[1], box(g)[1], atol=1e-3)
+    fine = working_grid(img, slice_mm=1.6)  # a model's slice_mm: finer slices over the same extent
+    assert fine.GetSpacing() == (1.0, 1.0, 1.6) and fine.GetSize() == (50, 40, 50)
+    assert np.allclose(box(img)[0], box(fine)[0], atol=1e-3) and np.allclose(box(img)[1], box(fine)[1], atol=1e-3)
 
 
 def test_components_are_26_connected_min_size_largest_first():

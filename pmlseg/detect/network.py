@@ -12,6 +12,9 @@ DEFAULT_CONFIG = {
     "context": 1,  # neighbouring slices on each side -> 3 slices per image
     "features": [16, 24, 32, 64, 128, 16],
     "inplane_mm": 1.0,
+    # working-grid slice spacing (mm); None = the rebaseline's own. A fine grid keeps a follow-up lesion
+    # that lies between the rebaseline's thick slices (linear resampling at 4 mm slices averages it away)
+    "slice_mm": None,
     "roi_size": [192, 192],
     "sw_batch_size": 16,
     "overlap": 0.25,

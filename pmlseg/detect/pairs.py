@@ -274,8 +274,12 @@ def cortical_ribbon(src: Source, depth_mm: float = 5.0) -> np.ndarray:
 
 
 def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], visible_change: float | None = None,
-              ribbon_gain: float | None = None) -> dict:
+              ribbon_gain: float | None = None, slice_mm: float | None = None) -> dict:
     """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick).
+
+    ``slice_mm``: the working grid has this slice spacing instead of the baseline's (the predictor's
+    ``slice_mm``); both visits are then interpolated onto it, and each visit's contrast, bias field and
+    noise are applied on its own acquisition grid first (noise is correlated along z, as in real data).
 
     ``visible_change``: a voxel is also labelled new where the slice-blurred lesion fraction is only
     > 0.2 but the follow-up is brighter by at least this much (x median brain); without it thin and
@@ -291,7 +295,16 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     t_bl = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.5, 2.5)], p=[0.85, 0.15]))
     t_fu = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.0, 2.5)], p=[0.8, 0.2]))
     rot_bl = _rotation(rng, 2.0)
-    bl, aff_bl, shape_bl = acquire(bl1, rng, t_bl, rot_bl, rng.normal(scale=2.0, size=3))
+    bl_acq, aff_acq, shape_acq = acquire(bl1, rng, t_bl, rot_bl, rng.normal(scale=2.0, size=3))
+    if slice_mm is None:
+        bl, aff_bl, shape_bl, work_z = bl_acq, aff_acq, shape_acq, t_bl
+    else:  # working grid: the baseline acquisition's planes and extent, slices every slice_mm
+        work_z = float(slice_mm)
+        shape_bl = (int(shape_acq[0]), int(shape_acq[1]), int((shape_acq[2] - 1) * t_bl / work_z) + 1)
+        aff_bl = aff_acq @ np.diag([1.0, 1.0, work_z / t_bl, 1.0])
+        bl = _scanner(bl_acq, rng)
+        bl = ndi.map_coordinates(bl, _coords(np.diag([1.0, 1.0, work_z / t_bl, 1.0]), shape_bl), order=1,
+                                 mode="nearest").reshape(shape_bl)
     mask = ndi.map_coordinates(src.mask.astype(np.float32), _coords(aff_bl, shape_bl), order=1).reshape(shape_bl) > 0.5
     # follow-up: own rotation / offset / slice thickness, acquired and then resampled onto the baseline grid
     rot_fu = _rotation(rng, 4.0)
@@ -311,6 +324,8 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     err = centre @ err @ np.linalg.inv(centre)
     bl_to_fu = np.linalg.inv(aff_fu) @ err @ aff_bl
     coords = _coords(bl_to_fu, shape_bl)
+    if slice_mm is not None:
+        fu_acq = _scanner(fu_acq, rng)
     fu = ndi.map_coordinates(fu_acq, coords, order=1).reshape(shape_bl)
     label_frac = ndi.map_coordinates(new_acq, coords, order=1).reshape(shape_bl)
     label = label_frac > 0.4
@@ -321,13 +336,19 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     # contrast, bias field and noise differ between visits (different scanners / protocols)
     out = {}
     for key, img in (("bl", bl), ("fu", fu)):
-        img = _contrast_curve(np.clip(img, 0, None) ** rng.uniform(0.75, 1.35), rng)
-        img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
-        img = img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)
+        if slice_mm is None:  # the shipped model's recipe: scanner effects on the working grid
+            img = _scanner(img, rng)
         out[key] = normalise(img, mask) * mask
-    out["fu"] = harmonise_followup(out["bl"], out["fu"], mask, (1.0, 1.0, t_bl))
+    out["fu"] = harmonise_followup(out["bl"], out["fu"], mask, (1.0, 1.0, work_z))
     out["bl"], out["fu"] = out["bl"].astype(np.float16), out["fu"].astype(np.float16)
     out["label"] = label
     out["mask"] = mask
-    out["spacing"] = np.array([1.0, 1.0, t_bl])
+    out["spacing"] = np.array([1.0, 1.0, work_z])
     return out
+
+
+def _scanner(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One visit's scanner: random gamma and contrast curve, bias field, noise."""
+    img = _contrast_curve(np.clip(img, 0, None) ** rng.uniform(0.75, 1.35), rng)
+    img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
+    return img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)

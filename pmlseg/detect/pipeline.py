@@ -133,7 +133,9 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     if pair is None:
         bl_img = read_image(baseline, "rebaseline FLAIR")
         tfm = read_transform(followup_transform) if followup_transform else None
-        pair = prepare_pair(bl_img, fu_img, tfm, baseline_name=str(baseline), followup_name=str(followup))
+        cfg = predictor.config if predictor is not None else DEFAULT_CONFIG
+        pair = prepare_pair(bl_img, fu_img, tfm, baseline_name=str(baseline), followup_name=str(followup),
+                            inplane_mm=float(cfg["inplane_mm"]), slice_mm=cfg.get("slice_mm"))
     timings = {k: v for k, v in pair.timings.items() if k in ('brain_mask_s', 'registration_s', 'registration_qc_s', 'resample_s')}
     qc = {"status": "ok",
           "registration": {"similarity": round(float(pair.qc.similarity), 4), "passed": bool(pair.qc.passed),

@@ -26,8 +26,9 @@ DEFAULT_MODEL = "newlesion-2p5d"
 
 
 # ----------------------------------------------------------------------------- working grid
-def working_grid(baseline, inplane_mm: float = 1.0):
-    """Empty reference image (SimpleITK) for ``baseline``: LPS axes, ``inplane_mm`` in plane, slice spacing kept.
+def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = None):
+    """Empty reference image (SimpleITK) for ``baseline``: LPS axes, ``inplane_mm`` in plane, slice spacing
+    kept (or ``slice_mm``: both visits then interpolated onto finer slices).
 
     The physical extent is kept (the first voxel centre moves by half the change of voxel size).
     """
@@ -35,7 +36,7 @@ def working_grid(baseline, inplane_mm: float = 1.0):
 
     img = sitk.DICOMOrient(baseline, "LPS")
     sp = np.array(img.GetSpacing(), float)
-    new_sp = np.array([inplane_mm, inplane_mm, sp[2]])
+    new_sp = np.array([inplane_mm, inplane_mm, sp[2] if slice_mm is None else slice_mm])
     size = [max(2, int(round(n * s / ns))) for n, s, ns in zip(img.GetSize(), sp, new_sp)]
     direction = np.array(img.GetDirection()).reshape(3, 3)
     origin = np.array(img.GetOrigin()) + direction @ ((new_sp - sp) / 2.0)
@@ -104,7 +105,8 @@ def read_image(path: str | Path, what: str):
 
 
 def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "baseline",
-                 followup_name: str = "followup", inplane_mm: float = 1.0) -> PreparedPair:
+                 followup_name: str = "followup", inplane_mm: float = 1.0,
+                 slice_mm: float | None = None) -> PreparedPair:
     """Register (unless ``transform`` is given), QC, and lay both visits on the working grid.
 
     ``transform`` maps rebaseline points to follow-up points (``register REB FU`` convention).
@@ -132,7 +134,7 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
                          moving_name=followup_name)
     timings["registration_qc_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    grid = working_grid(baseline, inplane_mm)
+    grid = working_grid(baseline, inplane_mm, slice_mm)
     bl = to_array(sitk.Resample(baseline, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     fu = to_array(sitk.Resample(followup, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     mask = to_array(sitk.Resample(mask_bl, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0

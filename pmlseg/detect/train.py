@@ -98,7 +98,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     torch.set_num_threads(1)
     rng = np.random.default_rng(worker_seed(recipe["seed"]))
     sources, shapes = load_sources(recipe, Path(shared))
-    opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain")}
+    opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
+            "slice_mm": config.get("slice_mm")}
     pool = [pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts) for i in range(recipe["pool_size"])]
     n = 0
     while True:
@@ -145,7 +146,9 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
         "network": "monai.networks.nets.BasicUNet, 2D (2.5D: neighbouring axial slices as channels)",
         "inputs": ["rebaseline FLAIR", "follow-up FLAIR registered onto the rebaseline and harmonised to its intensity "
                    "scale (pmlseg.detect.harmonise)", "difference (fu - bl)"],
-        "preprocessing": ("rebaseline reoriented to LPS and resampled to 1 mm in plane (slice spacing kept); follow-up "
+        "preprocessing": ("rebaseline reoriented to LPS and resampled to 1 mm in plane ("
+                          + ("slice spacing kept" if config.get("slice_mm") is None else
+                             f"{config['slice_mm']} mm slices, linear") + "); follow-up "
                           "resampled onto it with the affine registration (linear); brain mask; each image divided by "
                           "its median brain intensity; 0 outside the brain; follow-up harmonised to the rebaseline "
                           "(median follow-up intensity per rebaseline-intensity bin, 25 mm relative bias removed)"),
