@@ -118,3 +118,24 @@ def test_allow_qc_failure_writes_failed_status_and_exits_0(wrong_pair, tmp_path)
     assert qc["status"] == "failed" and qc["registration"]["passed"] is False
     assert str(bl) in qc["reason"] and str(fu) in qc["reason"]
     assert not any((out / n).exists() for n in pipeline.LESION_OUTPUTS)
+
+
+def test_model_slice_mm_sets_the_working_grid(shared_data, tmp_path):
+    """A model whose inference.json asks for slice_mm is run on that grid (its training pairs were made on
+    it); the label map still comes out on the rebaseline's own grid."""
+    import shutil
+
+    from pmlseg.detect.predictor import resolve_model
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model(None), model)
+    cfg = json.loads((model / "inference.json").read_text())
+    cfg["slice_mm"] = 2.0
+    (model / "inference.json").write_text(json.dumps(cfg))
+    d = shared_data / "ljubljana-longitudinal/patient01"
+    pipeline.run_case(d / "study1_FLAIR.nii.gz", d / "study2_FLAIR.nii.gz", tmp_path / "o",
+                      predictor=Predictor(model, "cpu"), report=False)
+    qc = json.loads((tmp_path / "o" / "qc.json").read_text())
+    assert qc["working_grid_spacing_mm"] == [1.0, 1.0, 2.0]
+    labels = sitk.ReadImage(str(tmp_path / "o" / "new_lesions.nii.gz"))
+    assert labels.GetSize() == sitk.ReadImage(str(d / "study1_FLAIR.nii.gz")).GetSize()
