@@ -74,13 +74,13 @@ def test_components_are_26_connected_min_size_largest_first():
     assert lab[12, 12, 5] == 0
 
 
-def _smoke_pair():
+def _smoke_pair(slice_mm=None):
     from pmlseg.detect.synthcase import icbm_source
 
     src = icbm_source()
     rng = np.random.default_rng(7)
     for _ in range(10):
-        p = pairs.make_pair(src, rng, [])  # procedural lesion shapes: no lesion library needed
+        p = pairs.make_pair(src, rng, [], slice_mm=slice_mm)  # procedural lesion shapes: no library needed
         if postprocess.components(p["label"], p["spacing"], 10.0).max() >= 2:
             return p
     raise AssertionError("no synthetic pair with new lesions")
@@ -90,7 +90,7 @@ def test_model_finds_inserted_new_lesions_on_cpu():
     from pmlseg.detect.pipeline import decide
 
     pred = Predictor(None, "cpu")
-    p = _smoke_pair()
+    p = _smoke_pair(pred.config.get("slice_mm"))  # on the grid the model was trained for
 
     class Pair:  # the working-grid part of a PreparedPair
         bl, fu, mask, spacing = p["bl"].astype(np.float32), p["fu"].astype(np.float32), p["mask"], tuple(p["spacing"])
