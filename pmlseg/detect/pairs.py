@@ -301,9 +301,9 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     else:  # working grid: the baseline acquisition's planes and extent, slices every slice_mm
         work_z = float(slice_mm)
         shape_bl = (int(shape_acq[0]), int(shape_acq[1]), int((shape_acq[2] - 1) * t_bl / work_z) + 1)
-        aff_bl = aff_acq @ np.diag([1.0, 1.0, work_z / t_bl, 1.0])
-        bl = _scanner(bl_acq, rng)
-        bl = ndi.map_coordinates(bl, _coords(np.diag([1.0, 1.0, work_z / t_bl, 1.0]), shape_bl), order=1,
+        work_to_acq = np.diag([1.0, 1.0, work_z / t_bl, 1.0])
+        aff_bl = aff_acq @ work_to_acq
+        bl = ndi.map_coordinates(_scanner(bl_acq, rng), _coords(work_to_acq, shape_bl), order=1,
                                  mode="nearest").reshape(shape_bl)
     mask = ndi.map_coordinates(src.mask.astype(np.float32), _coords(aff_bl, shape_bl), order=1).reshape(shape_bl) > 0.5
     # follow-up: own rotation / offset / slice thickness, acquired and then resampled onto the baseline grid

@@ -2,7 +2,8 @@
 
 Each DataLoader worker (recipe "workers", each with its own random stream) keeps a rolling pool of
 synthetic pairs (one new pair replaces an old one every few batches) and cuts 2.5D patches from it,
-about half of them centred on a new-lesion voxel; the main process trains (CPU, or CUDA with autocast). Checkpoints are written as training goes, so a time-boxed run always leaves a model.
+about half of them centred on a new-lesion voxel; the main process trains (CPU, or CUDA with
+autocast). Checkpoints are written as training goes, so a time-boxed run always leaves a model.
 """
 
 from __future__ import annotations
