@@ -44,15 +44,20 @@ DEFAULT_RECIPE = {
     # with 0.12 / 0.25 and not kept (docs/detection.md)
     "visible_change": None,
     "ribbon_gain": None,
+    # a file written by pack_sources, used instead of the shared data (GPU machines without it)
+    "sources_bundle": None,
 }
 
 
 def load_sources(recipe: dict, shared: Path):
-    """The real brains the pairs are made from, and the real lesion-shape library."""
+    """The real brains the pairs are made from, and the real lesion-shape library (or recipe
+    "sources_bundle": the same, packed by ``pack_sources`` for a machine without the shared data)."""
     import SimpleITK as sitk
 
     from pmlseg.detect import pairs
 
+    if recipe.get("sources_bundle"):
+        return unpack_sources(Path(recipe["sources_bundle"]))
     cross = shared / "ljubljana-cross-sectional"
     if not (cross / "mni-lesion-masks").is_dir():
         raise PmlsegError(f"{cross / 'mni-lesion-masks'}: lesion library not found (set PMLSEG_SHARED_DATA)")
@@ -64,14 +69,48 @@ def load_sources(recipe: dict, shared: Path):
     return sources, shapes
 
 
+def pack_sources(recipe: dict, shared: Path, path: Path) -> Path:
+    """The training sources in one compressed file (images as float16), to carry to a GPU machine."""
+    sources, shapes = load_sources({**recipe, "sources_bundle": None}, shared)
+    arrays = {"n_sources": np.array(len(sources)), "n_shapes": np.array(len(shapes))}
+    for i, s in enumerate(sources):
+        arrays.update({f"s{i}_name": np.array(s.name), f"s{i}_image": s.image.astype(np.float16),
+                       f"s{i}_mask": s.mask, f"s{i}_lesions": s.lesions, f"s{i}_centres": s.centres})
+    arrays.update({f"shape{i}": sh for i, sh in enumerate(shapes)})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return path
+
+
+def unpack_sources(path: Path):
+    from pmlseg.detect.pairs import Source
+
+    z = np.load(path)
+    sources = [Source(str(z[f"s{i}_name"]), z[f"s{i}_image"].astype(np.float32), z[f"s{i}_mask"],
+                      z[f"s{i}_lesions"], z[f"s{i}_centres"]) for i in range(int(z["n_sources"]))]
+    return sources, [z[f"shape{i}"] for i in range(int(z["n_shapes"]))]
+
+
+def for_sampling(pair: dict) -> dict:
+    """Float32 images and the sampling sites of a pair, computed once when it enters the pool
+    (sample_patch draws many patches per pair; converting per patch was most of its time)."""
+    pair = dict(pair, bl=pair["bl"].astype(np.float32), fu=pair["fu"].astype(np.float32))
+    pair["positive_sites"] = np.argwhere(pair["label"])
+    pair["brain_sites"] = np.argwhere(pair["mask"][::4, ::4, :]) * np.array([4, 4, 1])
+    return pair
+
+
 def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int, positive: bool):
-    """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair."""
-    bl, fu, lab, mask = (pair["bl"].astype(np.float32), pair["fu"].astype(np.float32), pair["label"], pair["mask"])
-    if positive and lab.any():
-        pts = np.argwhere(lab)
+    """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair (see for_sampling)."""
+    if "brain_sites" not in pair:
+        pair = for_sampling(pair)
+    bl, fu, lab = pair["bl"], pair["fu"], pair["label"]
+    if positive and len(pair["positive_sites"]):
+        pts = pair["positive_sites"]
         c = pts[rng.integers(len(pts))] + rng.integers(-patch // 3, patch // 3 + 1, size=3) * np.array([1, 1, 0])
     else:
-        pts = np.argwhere(mask[::4, ::4, :]) * np.array([4, 4, 1])
+        pts = pair["brain_sites"]
         c = pts[rng.integers(len(pts))]
     k = int(np.clip(c[2], 0, bl.shape[2] - 1))
     x0 = int(np.clip(c[0] - patch // 2, 0, max(0, bl.shape[0] - patch)))
@@ -101,7 +140,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     sources, shapes = load_sources(recipe, Path(shared))
     opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
             "slice_mm": config.get("slice_mm")}
-    pool = [pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts) for i in range(recipe["pool_size"])]
+    pool = [for_sampling(pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts))
+            for i in range(recipe["pool_size"])]
     n = 0
     while True:
         xs, ys = [], []
@@ -113,7 +153,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
         n += 1
         if n % recipe["replace_every"] == 0:
-            pool[rng.integers(len(pool))] = pairs.make_pair(sources[rng.integers(len(sources))], rng, shapes, **opts)
+            pool[rng.integers(len(pool))] = for_sampling(
+                pairs.make_pair(sources[rng.integers(len(sources))], rng, shapes, **opts))
 
 
 def worker_seed(seed: int) -> int:
