@@ -9,6 +9,8 @@ rebaseline intensity (64 quantile bins inside the brain) the median follow-up in
 what an unchanged voxel looks like, so ``fu - g(bl)`` is the change; a smooth (25 mm) part of that
 residual is a relative bias field and is removed too. A new lesion is a small fraction of the brain
 and an outlier in the regression, so it survives: harmonised = bl + (fu - g(bl)) - smooth residual.
+Both g and the bias field are estimated twice, the second time without the first pass's outliers, so a
+large new lesion (a 9 ml PML lesion) does not shift what counts as normal tissue around it.
 Training pairs (pmlseg.detect.pairs) and inference (pmlseg.detect.predictor) use this same function.
 """
 
@@ -20,6 +22,8 @@ from scipy import ndimage as ndi
 BINS = 64
 BIAS_SMOOTH_MM = 25.0
 RESIDUAL_CLIP = 0.3
+#: |residual - bias| above max(this, 3 robust SD) (x median brain) is change, left out of the second estimate
+OUTLIER = 0.1
 
 
 def expected_followup(bl: np.ndarray, fu: np.ndarray, sel: np.ndarray, bins: int = BINS) -> np.ndarray:
@@ -43,7 +47,20 @@ def harmonise_followup(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing
         return (fu * mask).astype(np.float32)
     residual = fu - expected_followup(bl, fu, sel)
     sigma = [BIAS_SMOOTH_MM / float(s) for s in spacing]
+    low = _smooth_bias(residual, sel, sigma)
+    # second pass without the outliers of the first: a large new lesion is change, not bias, and left in
+    # the estimate it would lift the "bias" around it and hide fainter lesions nearby
+    dev = (residual - low)[sel]
+    limit = max(OUTLIER, 3.0 * 1.4826 * float(np.median(np.abs(dev - np.median(dev)))))
+    inlier = sel & (np.abs(residual - low) < limit)
+    if inlier.sum() >= 1000:
+        residual = fu - expected_followup(bl, fu, inlier)
+        low = _smooth_bias(residual, inlier, sigma)
+    return ((bl + residual - low) * mask).astype(np.float32)
+
+
+def _smooth_bias(residual: np.ndarray, sel: np.ndarray, sigma) -> np.ndarray:
+    """Normalised-convolution (Gaussian) average of the clipped residual over the voxels ``sel``."""
     w = sel.astype(np.float32)
     low = ndi.gaussian_filter(np.clip(residual, -RESIDUAL_CLIP, RESIDUAL_CLIP) * w, sigma)
-    low /= np.maximum(ndi.gaussian_filter(w, sigma), 1e-3)
-    return ((bl + residual - low) * mask).astype(np.float32)
+    return low / np.maximum(ndi.gaussian_filter(w, sigma), 1e-3)

@@ -20,8 +20,11 @@ from pmlseg.errors import PmlsegError
 
 log = logging.getLogger(__name__)
 
-LESION_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "new_or_enlarging"]
-LESION_OUTPUTS = ("new_lesions.nii.gz", "lesions.tsv", "report.html")
+LESION_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "new_or_enlarging",
+                  "confidence"]
+POSSIBLE_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "confidence"]
+LESION_OUTPUTS = ("new_lesions.nii.gz", "lesions.tsv", "report.html", "possible_lesions.nii.gz",
+                  "possible_lesions.tsv")
 OPTIONAL = {"baseline_t1": ("baseline", "T1w"), "baseline_t2": ("baseline", "T2w"),
             "followup_t1": ("followup", "T1w"), "followup_t2": ("followup", "T2w"),
             "followup_dwi": ("followup", "dwi")}
@@ -36,6 +39,7 @@ class CaseResult:
     prob: np.ndarray | None = None    # working-grid probability (model) or 0/1 map (classical)
     pair: object = None               # predictor.PreparedPair
     qc: dict = field(default_factory=dict)
+    possible_rows: list = field(default_factory=list)   # review-only candidates (possible_lesions.tsv)
 
 
 def read_transform(path: str | Path):
@@ -58,29 +62,47 @@ def bids_header(path: str | Path) -> dict:
     return {"subject": f"sub-{m.group(1)}", "session": f"ses-{m.group(2)}"} if m else {}
 
 
-def decide(pair, predictor=None, method: str = "model", threshold: float | None = None,
-           min_size_mm3: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(probability-like map, labels 1..N) on the working grid for ``method`` model or classical."""
-    from pmlseg.detect import classical
-    from pmlseg.detect.network import DEFAULT_CONFIG
-    from pmlseg.detect.postprocess import components, plausible
+@dataclass
+class Detection:
+    """What detection found on the working grid: the operating-point lesions and the review-only ones."""
 
-    cfg = predictor.config if predictor is not None else DEFAULT_CONFIG
-    thr = float(cfg["threshold"] if threshold is None else threshold)
-    min_mm3 = float(cfg["min_size_mm3"] if min_size_mm3 is None else min_size_mm3)
+    prob: np.ndarray                  # probability (model) or 0/1 map (classical)
+    labels: np.ndarray                # operating-point lesions 1..N (largest first)
+    confidence: np.ndarray            # calibrated confidence of each, 0-1
+    possible: np.ndarray              # "possible new lesions -- please check" 1..M (review point..operating point)
+    possible_confidence: np.ndarray
+
+
+def detect(pair, predictor=None, method: str = "model", threshold: float | None = None,
+           min_size_mm3: float | None = None) -> Detection:
+    """Lesions of ``method`` (model or classical) at the operating point with their confidence, and the
+    review-only "possible" lesions (pmlseg.detect.candidates); ``threshold`` overrides the operating point."""
+    from pmlseg.detect import candidates, classical
+    from pmlseg.detect.network import DEFAULT_CONFIG
+
+    cfg = dict(predictor.config if predictor is not None else DEFAULT_CONFIG)
+    if min_size_mm3 is not None:
+        cfg["min_size_mm3"] = min_size_mm3
+    if threshold is not None:
+        cfg.update(threshold=threshold, review_threshold=None)
     if method == "classical":
         prob = classical.detect(pair.bl, pair.fu, pair.mask, pair.spacing).astype(np.float32)
-        thr = 0.5
+        cfg.update(threshold=0.5, review_threshold=None, calibration=None)
     elif method == "model":
         if predictor is None:
             raise PmlsegError("method 'model' needs a Predictor")
         prob = predictor.probability(pair.bl, pair.fu, pair.mask)
     else:
         raise PmlsegError(f"unknown method {method!r}; choose model or classical")
-    labels = components(prob > thr, pair.spacing, min_mm3)
-    labels = plausible(labels, pair.bl, pair.fu, pair.spacing, float(cfg["min_followup_peak"]),
-                       float(cfg["min_mean_difference"]))
-    return prob, labels
+    (lab, conf), (pos, pconf) = candidates.operating_and_possible(prob, pair.bl, pair.fu, pair.spacing, cfg)
+    return Detection(prob, lab, conf, pos, pconf)
+
+
+def decide(pair, predictor=None, method: str = "model", threshold: float | None = None,
+           min_size_mm3: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(probability-like map, operating-point labels 1..N) on the working grid."""
+    d = detect(pair, predictor, method, threshold, min_size_mm3)
+    return d.prob, d.labels
 
 
 def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):
@@ -161,13 +183,17 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
         return CaseResult("failed", pair=pair, qc=qc)
 
     t = time.perf_counter()
-    prob, lab_w = decide(pair, predictor, method)
+    found = detect(pair, predictor, method)
+    prob, lab_w = found.prob, found.labels
     timings["inference_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     kinds = postprocess.kind_of_lesions(lab_w, pair.bl, pair.mask, pair.spacing)
     min_mm3 = float((predictor.config if predictor is not None else DEFAULT_CONFIG)["min_size_mm3"])
     labels = postprocess.to_original_grid(lab_w, pair.grid, pair.baseline, min_mm3)
-    rows = postprocess.lesion_table(labels, kinds, lab_w, pair.grid)
+    rows = postprocess.lesion_table(labels, kinds, lab_w, pair.grid, found.confidence)
+    possible = postprocess.to_original_grid(found.possible, pair.grid, pair.baseline, min_mm3)
+    possible_rows = [{k: r[k] for k in POSSIBLE_COLUMNS} for r in postprocess.lesion_table(
+        possible, {}, found.possible, pair.grid, found.possible_confidence)]
     timings["postprocess_s"] = round(time.perf_counter() - t, 2)
 
     in_baseline_space = {}
@@ -182,8 +208,12 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     write_nifti(out / "new_lesions.nii.gz", labels)
     lines = ["\t".join(LESION_COLUMNS)] + ["\t".join(str(r[c]) for c in LESION_COLUMNS) for r in rows]
     write_text(out / "lesions.tsv", "\n".join(lines) + "\n")
-    result = CaseResult("ok", len(rows), rows, labels, prob, pair, qc)
+    write_nifti(out / "possible_lesions.nii.gz", possible)
+    lines = ["\t".join(POSSIBLE_COLUMNS)] + ["\t".join(str(r[c]) for c in POSSIBLE_COLUMNS) for r in possible_rows]
+    write_text(out / "possible_lesions.tsv", "\n".join(lines) + "\n")
+    result = CaseResult("ok", len(rows), rows, labels, prob, pair, qc, possible_rows)
     qc["n_lesions"] = len(rows)
+    qc["n_possible"] = len(possible_rows)
     qc["n_new"] = sum(r["new_or_enlarging"] == "new" for r in rows)
     qc["n_enlarging"] = len(rows) - qc["n_new"]
     qc["total_volume_mm3"] = round(sum(r["volume_mm3"] for r in rows), 1)

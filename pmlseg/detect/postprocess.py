@@ -84,8 +84,10 @@ def kind_of_lesions(labels: np.ndarray, bl: np.ndarray, mask: np.ndarray, spacin
     return out
 
 
-def lesion_table(label_img, kinds_working: dict[int, str], working_labels: np.ndarray, grid) -> list[dict]:
-    """One row per label of ``label_img`` (original grid): id, volume, LPS centroid (mm), kind.
+def lesion_table(label_img, kinds_working: dict[int, str], working_labels: np.ndarray, grid,
+                 confidence_working=None) -> list[dict]:
+    """One row per label of ``label_img`` (original grid): id, volume, LPS centroid (mm), kind (and
+    confidence, when ``confidence_working`` gives it per working-grid label, 1..N in order).
 
     ``kinds_working`` is keyed by working-grid label; the match is by overlap after resampling.
     """
@@ -108,9 +110,12 @@ def lesion_table(label_img, kinds_working: dict[int, str], working_labels: np.nd
     for i in range(1, n + 1):
         src = np.bincount(back[arr == i]).argmax() if counts[i] else 0
         c = label_img.TransformContinuousIndexToPhysicalPoint([float(v) for v in centroids[i - 1]])
-        rows.append({"lesion_id": i, "volume_mm3": round(float(counts[i]) * vox, 1),
-                     "centroid_x": round(c[0], 1), "centroid_y": round(c[1], 1), "centroid_z": round(c[2], 1),
-                     "new_or_enlarging": kinds_working.get(int(src), "new")})
+        row = {"lesion_id": i, "volume_mm3": round(float(counts[i]) * vox, 1),
+               "centroid_x": round(c[0], 1), "centroid_y": round(c[1], 1), "centroid_z": round(c[2], 1),
+               "new_or_enlarging": kinds_working.get(int(src), "new")}
+        if confidence_working is not None:
+            row["confidence"] = round(float(confidence_working[src - 1]), 3) if src else float("nan")
+        rows.append(row)
     return rows
 
 

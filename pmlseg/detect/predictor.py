@@ -255,9 +255,15 @@ class Predictor:
             for k0 in progress(range(0, nz, slices_per_batch), desc="detect", unit="batch"):
                 k1 = min(nz, k0 + slices_per_batch)
                 x = torch.from_numpy(stack_channels(bl_c, fu_c, k0, k1, ctx)).to(self.device)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
-                    logits = self.inferer(x, self.net)
-                res[:, :, k0:k1] = torch.sigmoid(logits.float())[:, 0].cpu().numpy().transpose(1, 2, 0)
+                flips = [()] + [(d,) for d in self.config.get("tta_flips") or []]
+                prob = 0
+                for dims in flips:  # test-time augmentation: mean probability over in-plane flips
+                    xf = torch.flip(x, dims) if dims else x
+                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                        logits = self.inferer(xf, self.net)
+                    p = torch.sigmoid(logits.float())
+                    prob = prob + (torch.flip(p, dims) if dims else p) / len(flips)
+                res[:, :, k0:k1] = prob[:, 0].cpu().numpy().transpose(1, 2, 0)
         out[box] = res
         return out if mask is None else out * mask
 

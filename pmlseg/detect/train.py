@@ -52,12 +52,12 @@ DEFAULT_RECIPE = {
 def load_sources(recipe: dict, shared: Path):
     """The real brains the pairs are made from, and the real lesion-shape library (or recipe
     "sources_bundle": the same, packed by ``pack_sources`` for a machine without the shared data)."""
+    if recipe.get("sources_bundle"):
+        return unpack_sources(Path(recipe["sources_bundle"]))
     import SimpleITK as sitk
 
     from pmlseg.detect import pairs
 
-    if recipe.get("sources_bundle"):
-        return unpack_sources(Path(recipe["sources_bundle"]))
     cross = shared / "ljubljana-cross-sectional"
     if not (cross / "mni-lesion-masks").is_dir():
         raise PmlsegError(f"{cross / 'mni-lesion-masks'}: lesion library not found (set PMLSEG_SHARED_DATA)")

@@ -1,0 +1,239 @@
+"""Detection trade-off: lesion-wise sensitivity / precision / F1 / FP per case / Dice, sensitivity by lesion
+size, and a FROC table over confidence thresholds, for one or more models, on three sets:
+
+- real: the shared longitudinal pairs (patient01, patient03), scored with the data set's protocol
+  (shared/data/README.md): lesions on the rebaseline's physical space resampled onto gt.nii.gz's grid
+  (nearest neighbour, study1_FLAIR_to_common_space.txt), GT = 26-components of gt_direction == 1 >= 10 mm3;
+- validation: held-out synthetic pairs (pmlseg.detect.synthcase seeds 100..; the ICBM152 phantom, never a
+  training brain) -- the operating point and the confidence calibration are fitted here only;
+- test: other synthetic seeds (0..), never used to choose anything.
+
+Each case is prepared once (registration + working grid) and cached in --cache; each model's probability
+map is computed once per case; lesions are then made at each threshold as the pipeline makes them
+(plausible 26-components of prob > t, pmlseg.detect.candidates.lesions_at).
+
+    .venv/bin/python benchmarks/detect_froc.py --models newlesion-2p5d /path/other_model \
+        [--validation 6] [--test 4] [--cache /tmp/froc_cache] [--fit-out calib.json]
+
+--fit-out writes the calibration (isotonic, validation components at the lowest threshold) and the
+operating / review thresholds chosen by the rule of docs/detection.md (fit_points), for inference.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+from scipy import ndimage as ndi
+
+ST26 = np.ones((3, 3, 3), bool)
+SIZE_BINS = ((10, 30), (30, 100), (100, np.inf))
+THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+def prepare(cache: Path, name: str, make):
+    """A prepared case (pair + GT + how to map labels onto the GT grid), cached as a pickle."""
+    f = cache / f"{name}.pkl"
+    if f.is_file():
+        return pickle.loads(f.read_bytes())
+    case = make()
+    pair = case["pair"]  # keep what scoring needs (a SimpleITK transform does not pickle)
+    case["pair"] = SimpleNamespace(grid=pair.grid, bl=pair.bl, fu=pair.fu, mask=pair.mask, spacing=pair.spacing)
+    cache.mkdir(parents=True, exist_ok=True)
+    f.write_bytes(pickle.dumps(case))
+    return case
+
+
+def real_case(d: Path) -> dict:
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import prepare_pair, read_image
+
+    pair = prepare_pair(read_image(d / "study1_FLAIR.nii.gz", "rebaseline"), read_image(d / "study2_FLAIR.nii.gz", "fu"))
+    gt = sitk.ReadImage(str(d / "gt_direction.nii.gz"))
+    return {"pair": pair, "gt": gt, "gt_new": sitk.GetArrayFromImage(gt) == 1,
+            "to_gt": str(d / "study1_FLAIR_to_common_space.txt")}
+
+
+def synth_case(seed: int) -> dict:
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import prepare_pair
+    from pmlseg.detect.synthcase import make_case
+
+    bl, fu, gt = make_case(seed)
+    pair = prepare_pair(sitk.Cast(bl, sitk.sitkFloat32), sitk.Cast(fu, sitk.sitkFloat32))
+    return {"pair": pair, "gt": gt, "gt_new": sitk.GetArrayFromImage(gt) > 0, "to_gt": None}
+
+
+def gt_components(gt_new: np.ndarray, spacing) -> tuple[np.ndarray, list[int], np.ndarray]:
+    gl, gn = ndi.label(gt_new, structure=ST26)
+    sizes = np.bincount(gl.ravel(), minlength=gn + 1)[1:] * float(np.prod(spacing))
+    return gl, [i + 1 for i in range(gn) if sizes[i] >= 10.0], sizes
+
+
+def on_gt_grid(labels: np.ndarray, case: dict) -> np.ndarray:
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import from_array
+
+    img = from_array(labels.astype(np.uint16), case["pair"].grid)
+    tfm = sitk.ReadTransform(case["to_gt"]) if case["to_gt"] else sitk.Transform()
+    return sitk.GetArrayFromImage(sitk.Resample(img, case["gt"], tfm, sitk.sitkNearestNeighbor, 0,
+                                                sitk.sitkUInt16))
+
+
+def score_case(case: dict, labels_gt: np.ndarray, t: float) -> dict:
+    """Lesion-wise metrics of one label map on the GT grid (protocol definitions), sensitivity by size."""
+    if "_gtc" not in case:
+        case["_gtc"] = gt_components(case["gt_new"], case["gt"].GetSpacing())
+    gl, gt_ids, sizes = case["_gtc"]
+    gt_new = case["gt_new"]
+    p = labels_gt > 0
+    touched = set(np.unique(gl[p]).tolist())
+    npred = len(np.unique(labels_gt[p]))
+    tp_pred = len(np.unique(labels_gt[gt_new & p]))
+    tp_gt = sum(i in touched for i in gt_ids)
+    sens = tp_gt / len(gt_ids) if gt_ids else float("nan")
+    prec = tp_pred / npred if npred else float("nan")
+    f1 = 2 * sens * prec / (sens + prec) if npred and gt_ids and sens + prec > 0 else 0.0
+    dice = 2 * (gt_new & p).sum() / max(1, gt_new.sum() + p.sum())
+    by_size = {}
+    for lo, hi in SIZE_BINS:
+        ids = [i for i in gt_ids if lo <= sizes[i - 1] < hi]
+        by_size[f"{lo}-{hi}"] = (sum(i in touched for i in ids), len(ids))
+    return {"t": t, "gt": len(gt_ids), "tp_gt": tp_gt, "pred": npred, "tp_pred": tp_pred, "fp": npred - tp_pred,
+            "sens": sens, "prec": prec, "f1": f1, "dice": float(dice), "by_size": by_size}
+
+
+def sweep(case: dict, prob: np.ndarray, config: dict, thresholds) -> tuple[list[dict], tuple]:
+    """Metrics at each operating threshold (lesions as the pipeline makes them), and the (peak, is-true)
+    pairs of the lowest threshold's lesions (for the calibration)."""
+    from pmlseg.detect.candidates import lesions_at
+
+    pair = case["pair"]
+    rows, cands = [], None
+    for t in thresholds:
+        labels, peaks = lesions_at(prob, pair.bl, pair.fu, pair.spacing, config, t)
+        lg = on_gt_grid(labels, case)
+        rows.append(score_case(case, lg, t))
+        if cands is None:
+            hit = np.zeros(len(peaks) + 1, bool)
+            hit[np.unique(lg[case["gt_new"] & (lg > 0)])] = True
+            cands = (peaks, hit[1:].astype(float))
+    return rows, cands
+
+
+def pooled(rows: list[dict]) -> dict:
+    gt = sum(r["gt"] for r in rows)
+    tp = sum(r["tp_gt"] for r in rows)
+    pred = sum(r["pred"] for r in rows)
+    tpp = sum(r["tp_pred"] for r in rows)
+    sens, prec = (tp / gt if gt else float("nan")), (tpp / pred if pred else float("nan"))
+    return {"sens": sens, "prec": prec, "f1": 2 * sens * prec / (sens + prec) if pred and gt and sens + prec else 0.0,
+            "fp_per_case": sum(r["fp"] for r in rows) / len(rows), "mean_f1": float(np.mean([r["f1"] for r in rows])),
+            "dice": float(np.mean([r["dice"] for r in rows])),
+            "by_size": {k: (sum(r["by_size"][k][0] for r in rows), sum(r["by_size"][k][1] for r in rows))
+                        for k in rows[0]["by_size"]}}
+
+
+def fit_points(val: dict, thresholds, max_fp_op: float = 1.0, max_fp_review: float = 3.0):
+    """The rule (docs/detection.md): operating threshold = the one with the highest pooled validation
+    sensitivity at <= max_fp_op false positives per case (ties: the higher threshold); review threshold
+    likewise at <= max_fp_review (never above the operating one)."""
+    def best(limit):
+        ok = [(pooled([rows[i] for rows in val.values()])["sens"], t) for i, t in enumerate(thresholds)
+              if pooled([rows[i] for rows in val.values()])["fp_per_case"] <= limit]
+        return max(ok)[1] if ok else max(thresholds)
+    op = best(max_fp_op)
+    return op, min(op, best(max_fp_review))
+
+
+def calibration(case_cands: list, n_knots: int = 8) -> dict:
+    """Isotonic fit of P(lesion is a true new lesion | peak probability) on validation lesions (sklearn)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    x = np.concatenate([c[0] for c in case_cands])
+    y = np.concatenate([c[1] for c in case_cands])
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
+    knots = np.unique(np.concatenate([[0.0], np.quantile(x, np.linspace(0, 1, n_knots)), [1.0]]))
+    return {"peak": [round(float(k), 4) for k in knots],
+            "confidence": [round(float(v), 4) for v in np.maximum.accumulate(iso.predict(knots))],
+            "fitted_on": f"{len(x)} validation lesions ({int(y.sum())} true) at the lowest threshold"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["newlesion-2p5d"])
+    ap.add_argument("--cases", nargs="*", default=["patient01", "patient03"])
+    ap.add_argument("--validation", type=int, default=6, help="synthetic validation pairs (seeds 100..)")
+    ap.add_argument("--test", type=int, default=4, help="synthetic test pairs (seeds 0..)")
+    ap.add_argument("--cache", default="/tmp/pmlseg_froc_cache", help="prepared cases are cached here")
+    ap.add_argument("--fit-out", help="write the calibration and the rule's thresholds (first model) here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--tta", nargs="*", type=int, help="override the models' tta_flips (e.g. --tta 2 3)")
+    a = ap.parse_args()
+
+    from pmlseg.detect.predictor import Predictor
+    from pmlseg.logs import setup_logging
+    from pmlseg.paths import shared_data_dir
+
+    setup_logging("WARNING")
+    cache = Path(a.cache)
+    root = shared_data_dir() / "ljubljana-longitudinal"
+    sets = {"real": [(c, lambda c=c: real_case(root / c)) for c in a.cases],
+            "validation": [(f"val{s}", lambda s=s: synth_case(100 + s)) for s in range(a.validation)],
+            "test": [(f"test{s}", lambda s=s: synth_case(s)) for s in range(a.test)]}
+    thresholds = THRESHOLDS
+    for mi, model in enumerate(a.models):
+        pred = Predictor(model, a.device)
+        if a.tta is not None:
+            pred.config["tta_flips"] = a.tta
+        cfg = dict(pred.config)
+        print(f"\n=== model {pred.name} ({pred.dir}) sha256 {pred.sha256[:12]}, "
+              f"{pred.metadata.get('training_steps', '?')} steps; its threshold {cfg['threshold']}; "
+              f"TTA flips {cfg.get('tta_flips')}", flush=True)
+        results, val_cands = {}, []
+        for set_name, cases in sets.items():
+            results[set_name] = {}
+            for name, make in cases:
+                case = prepare(cache, name, make)
+                t = time.perf_counter()
+                prob = pred.probability(case["pair"].bl, case["pair"].fu, case["pair"].mask)
+                infer = time.perf_counter() - t
+                results[set_name][name], cands = sweep(case, prob, cfg, thresholds)
+                if set_name == "validation":
+                    val_cands.append(cands)
+                print(f"  {set_name:10s} {name:9s} inference {infer:.1f} s", flush=True)
+        op, review = fit_points(results["validation"], thresholds) if results["validation"] else (None, None)
+        print(f"rule: operating threshold {op} (<= 1 FP/case on validation), review threshold {review} (<= 3)")
+        for set_name, per_case in results.items():
+            if not per_case:
+                continue
+            print(f"-- {set_name}: FROC (pooled over {len(per_case)} cases)")
+            print("   thr   sens  prec   F1  meanF1 FP/case  Dice   sens by size 10-30 / 30-100 / >=100 mm3")
+            for i, t in enumerate(thresholds):
+                p = pooled([rows[i] for rows in per_case.values()])
+                bs = "  ".join(f"{x}/{y}" for x, y in p["by_size"].values())
+                mark = " <- operating" if t == op else (" <- review" if t == review else "")
+                print(f"   {t:4.2f}  {p['sens']:.2f}  {p['prec']:.2f}  {p['f1']:.2f}  {p['mean_f1']:.2f}  "
+                      f"{p['fp_per_case']:6.1f}  {p['dice']:.2f}   {bs}{mark}")
+            for name, rows in per_case.items():
+                for r in rows:
+                    if r["t"] in (op, review):
+                        print(f"   {name:9s} t={r['t']}: GT {r['gt']} found {r['tp_gt']}  pred {r['pred']}  "
+                              f"sens {r['sens']:.2f}  prec {r['prec']:.2f}  F1 {r['f1']:.2f}  FP {r['fp']}  "
+                              f"Dice {r['dice']:.2f}")
+        if a.fit_out and mi == 0 and val_cands:
+            out = {"threshold": op, "review_threshold": review, "calibration": calibration(val_cands)}
+            Path(a.fit_out).write_text(json.dumps(out, indent=2) + "\n")
+            print("wrote", a.fit_out, json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
