@@ -28,29 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
-ST26 = np.ones((3, 3, 3), bool)
-
-
-def lesion_metrics(pred: np.ndarray, gt_new: np.ndarray, spacing) -> dict:
-    """Lesion-wise and voxel metrics of a predicted label/binary map against a new/enlarging GT mask."""
-    vox = float(np.prod(spacing))
-    gl, gn = ndi.label(gt_new, structure=ST26)
-    sizes = np.bincount(gl.ravel(), minlength=gn + 1)[1:] * vox
-    gt_ids = [i + 1 for i in range(gn) if sizes[i] >= 10.0]
-    p = pred > 0
-    pl, pn = ndi.label(p, structure=ST26)
-    touched = set(np.unique(gl[p]).tolist())
-    tp_gt = sum(1 for i in gt_ids if i in touched)
-    hit = set(np.unique(pl[gt_new & p]).tolist()) - {0}
-    sens = tp_gt / len(gt_ids) if gt_ids else float("nan")
-    prec = len(hit) / pn if pn else float("nan")
-    f1 = 2 * sens * prec / (sens + prec) if pn and gt_ids and sens + prec > 0 else 0.0
-    dice = 2 * (gt_new & p).sum() / max(1, gt_new.sum() + p.sum())
-    # predicted volume: a single huge blob touching every GT lesion would score lesion-wise F1 = 1
-    return {"gt": len(gt_ids), "pred": pn, "sens": sens, "prec": prec, "f1": f1, "fp": pn - len(hit),
-            "dice": float(dice), "pred_ml": float(p.sum() * vox / 1000), "gt_ml": float(gt_new.sum() * vox / 1000)}
+from pmlseg.detect.metrics import lesion_metrics
 
 
 def evaluate_real(label_path: Path, case_dir: Path) -> dict:

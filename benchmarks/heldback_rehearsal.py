@@ -40,11 +40,11 @@ import numpy as np
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from detect_eval import lesion_metrics  # noqa: E402
 from pml_injection import CASES as INJECTIONS  # noqa: E402
 from pml_injection import inject, load_case  # noqa: E402
 
 from pmlseg.characterise import location as loc  # noqa: E402
+from pmlseg.detect.metrics import lesion_metrics  # noqa: E402
 from pmlseg.paths import shared_data_dir  # noqa: E402
 
 CASES = {"patient01": 203, "patient03": 671}     # days between the visits (data set README)

@@ -47,12 +47,8 @@ def run(args) -> int:
     import shlex
     from pathlib import Path
 
-    from pmlseg.errors import PmlsegError
     from pmlseg.workflow.snakemake_runner import run_workflow
 
-    for item in args.config:
-        if "=" not in item:
-            raise PmlsegError(f"--config {item}: expected KEY=VALUE")
     rc = run_workflow(Path(args.dicom), Path(args.out), cores=args.cores, executor=args.executor, jobs=args.jobs,
                       config=args.config, dry_run=args.dry_run, extra=shlex.split(args.snakemake_args))
     if rc == 0 and not args.dry_run:

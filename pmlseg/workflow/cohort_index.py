@@ -148,6 +148,21 @@ def timeline_svg(points: list[tuple[float, int, float, str]], width: int = 420, 
     return "".join(parts)
 
 
+def _detector_check_box(out: Path) -> str:
+    """`pmlseg demo`'s grading of the detector against the synthetic truth, when OUT has one."""
+    from pmlseg.synth.grade import CHECK_FILE, summary_lines
+
+    path = out / CHECK_FILE
+    if not path.is_file():
+        return ""
+    try:
+        first, *rest = summary_lines(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, ValueError):
+        return f'<p class="warn">{_e(CHECK_FILE)}: unreadable</p>'
+    return (f'<div class="card"><b>{_e(first)}</b><br>' + "<br>".join(_e(x.strip()) for x in rest)
+            + f' (<a href="{_e(CHECK_FILE)}">{_e(CHECK_FILE)}</a>)</div>')
+
+
 def _link(href: str, text: str) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else ""
 
@@ -170,7 +185,7 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             f"{len(overdue)} overdue scan(s).</p>",
             '<p class="small">Research reading aid, not a diagnostic device: every flag must be confirmed by a '
             "neuroradiologist. Tables: <a href=\"sessions.tsv\">sessions.tsv</a>, "
-            '<a href="lesions.tsv">lesions.tsv</a>.</p>']
+            '<a href="lesions.tsv">lesions.tsv</a>.</p>', _detector_check_box(out)]
     body.append("<h2>Patients</h2><table><tr><th>subject</th><th>max PML suspicion</th><th>max PML score</th>"
                 "<th>new lesions (latest)</th><th>PML risk /1000</th><th>MRI interval</th><th>next scan</th></tr>")
     for sub in order:

@@ -85,6 +85,9 @@ def snakemake_command(dicom: Path, out: Path, *, cores: int | None = None, execu
 def run_workflow(dicom: Path, out: Path, **kwargs) -> int:
     if not dicom.is_dir():
         raise PmlsegError(f"{dicom}: DICOM folder not found")
+    for item in kwargs.get("config", ()):
+        if "=" not in item:
+            raise PmlsegError(f"--config {item}: expected KEY=VALUE")
     out.mkdir(parents=True, exist_ok=True)
     cmd = snakemake_command(dicom, out, **kwargs)
     log.info("running: %s", " ".join(cmd))
