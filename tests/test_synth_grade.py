@@ -21,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 # under test, not the detector); three visits, so visit 3's truth is the union of two intervals
 FAST = ["--config", "preprocess=false", "detect_method=classical", "detect_previous=false", "today=2022-01-01"]
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -45,6 +43,7 @@ def _copy_out(results: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_demo_prints_writes_and_shows_its_grading(demo):
     root, stdout = demo
     check = json.loads((root / "results" / CHECK_FILE).read_text())
@@ -71,6 +70,7 @@ def test_demo_prints_writes_and_shows_its_grading(demo):
         assert "SYN-0001" not in text
 
 
+@pytest.mark.slow
 def test_truth_follows_the_true_transform(demo):
     """Visit 2's truth built from the template matches its FLAIR-grid truth moved with baseline_to_this_visit.tfm."""
     root, _ = demo
@@ -90,6 +90,7 @@ def test_truth_follows_the_true_transform(demo):
         assert m["gt"] >= 1 and m["sens"] == 1.0, m
 
 
+@pytest.mark.slow
 def test_perfect_empty_and_missing_predictions(demo, tmp_path):
     root, _ = demo
     out = _copy_out(root / "results", tmp_path / "out")
@@ -119,6 +120,7 @@ def test_perfect_empty_and_missing_predictions(demo, tmp_path):
     assert check["pooled"]["followups"] == 1 and check["pooled"]["not_graded"] == 1
 
 
+@pytest.mark.slow
 def test_a_run_on_another_cohort_is_refused(demo, tmp_path):
     root, _ = demo
     out = _copy_out(root / "results", tmp_path / "out")
@@ -127,3 +129,10 @@ def test_a_run_on_another_cohort_is_refused(demo, tmp_path):
     with pytest.raises(PmlsegError, match="identity.tsv: sub-001 ses-02 or its rebaseline matches no visit"):
         grade(out, root / "synth")
     assert not (out / CHECK_FILE).exists()
+
+
+def test_demo_refuses_a_bad_config_before_any_work(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "demo", str(tmp_path / "demo"), "--config", "detect_method"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert p.returncode == 1 and "--config detect_method: expected KEY=VALUE" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "demo").exists()

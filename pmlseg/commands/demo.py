@@ -37,11 +37,12 @@ def run(args) -> int:
 
     from pmlseg.synth.cohort import generate_cohort
     from pmlseg.synth.grade import grade, summary_lines
-    from pmlseg.workflow.snakemake_runner import run_workflow
+    from pmlseg.workflow.snakemake_runner import check_config, run_workflow
 
     log = logging.getLogger("pmlseg.demo")
     out = Path(args.out)
     synth = out / "synth"
+    check_config(args.config)
     if not (synth / "dicom").is_dir():
         log.info("making the synthetic cohort in %s", synth)
         generate_cohort(synth, n_patients=args.patients, n_visits=args.visits, seed=args.seed)

@@ -82,12 +82,17 @@ def snakemake_command(dicom: Path, out: Path, *, cores: int | None = None, execu
     return cmd + list(extra)
 
 
+def check_config(items) -> None:
+    """--config items are KEY=VALUE (checked before any work starts)."""
+    for item in items:
+        if "=" not in item:
+            raise PmlsegError(f"--config {item}: expected KEY=VALUE")
+
+
 def run_workflow(dicom: Path, out: Path, **kwargs) -> int:
     if not dicom.is_dir():
         raise PmlsegError(f"{dicom}: DICOM folder not found")
-    for item in kwargs.get("config", ()):
-        if "=" not in item:
-            raise PmlsegError(f"--config {item}: expected KEY=VALUE")
+    check_config(kwargs.get("config", ()))
     out.mkdir(parents=True, exist_ok=True)
     cmd = snakemake_command(dicom, out, **kwargs)
     log.info("running: %s", " ".join(cmd))
