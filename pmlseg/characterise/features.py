@@ -24,6 +24,7 @@ DAWSON_MAX_DIST_MM = 10.0  # orientation to the ventricles is read only for lesi
 DAWSON_MIN_ELONGATION = 1.4  # ... and only when the lesion has a main axis (major/second axis length)
 DWI_RIM_MM = 2.0          # DWI rim: lesion voxels within 2 mm of its border; core: deeper than 3 mm
 DWI_CORE_MM = 3.0
+SHARPNESS_MIN_MM3 = 100.0  # below ~6 mm across the border band is the whole lesion: sharpness is not measurable
 
 
 def _arr(img: sitk.Image) -> np.ndarray:
@@ -157,6 +158,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     csf_bl, csf_fu = brain & (fl_bl < 0.45), brain & (fl_fu < 0.45)
     # whole-brain CSF ratio: scanner/protocol change and atrophy shift every ring alike, so divide it out
     global_csf_ratio = float(csf_fu.sum()) / max(float(csf_bl.sum()), 1.0)
+    cortex = loc.cortex_prior(priors, labels)
     vent = loc.ventricle_prior(priors, labels)
     vent = _dilate(vent, sp, 4.0) & csf_bl
     dist_vent = ndi.distance_transform_edt(~vent, sampling=sp) if vent.any() else None
@@ -200,7 +202,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         f["gm_fraction_in_lesion"] = round(float((gmb[m] > 0.5).mean()), 3)
         f["cortical_contact"] = round(float((gmb[ring2] > 0.5).mean()) if ring2.any() else 0.0, 3)
         # share of the lesion's border that touches cortex (GM) / ventricle (ventricular CSF)
-        f["cortex_contact"] = round(float((gmb[ring_c] > 0.35).mean()), 3) if ring_c.any() else None
+        f["cortex_contact"] = round(float(cortex[box][ring_c].mean()), 3) if ring_c.any() else None
         f["ventricle_contact"] = (round(float(vent[box][ring_c].mean()), 3) if ring_c.any() and vent_tree is not None
                                   else None)
         f["dist_ventricle_mm"] = round(float(dist_vent[box][m].min()), 1) if dist_vent is not None else None
@@ -234,7 +236,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         cort_out = outer & ((gmb + csfb) > wmb)
         wm_out = outer & ~cort_out
         for side, tgt in (("wm", wm_out), ("cortical", cort_out)):
-            if tgt.sum() < 3:
+            if tgt.sum() < 3 or vol < SHARPNESS_MIN_MM3:
                 f[f"border_sharpness_{side}"] = None
                 continue
             d_t = ndi.distance_transform_edt(~tgt, sampling=sp)
