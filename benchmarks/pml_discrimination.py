@@ -545,6 +545,8 @@ def run(brains_train, brains_test, rounds: int, rules: dict, fit: bool = False, 
     out = {}
     for split in ("train", "test"):
         real_recs, inj = recs[split]
+        if not real_recs:
+            continue
         rescore(inj, rules)
         for r in real_recs:
             r["nodwi"] = {**r, "features": without_dwi(r["features"])}

@@ -120,3 +120,18 @@ def test_injected_pml_lesion_through_the_detector(shared_data, tmp_path):
     print("\n".join(msgs))
     assert ok, "\n".join(msgs)
     assert real, "the real new MS lesion of patient01 (2.5 ml) should be detected too"
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_discrimination_benchmark_small(shared_data):
+    """A small run of benchmarks/pml_discrimination.py (one MNI brain, 2 injection rounds): the PML-like
+    lesions outrank the real MS lesions and the large confluent MS-like ones (bounds well inside the
+    figures of the full run, docs/pml_score.md)."""
+    spec = importlib.util.spec_from_file_location("pml_discrimination", REPO / "benchmarks" / "pml_discrimination.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.run((), ("patient26",), 2, load_rules())["test"]
+    assert res["n_real"] == 14 and res["n_pml"] >= 5, res
+    assert res["auc_real"] >= 0.9 and res["high_real"] <= 0.2, res
+    assert res["rank1"] >= 0.6 and res["auc_confluent"] >= 0.7, res

@@ -33,7 +33,8 @@ def load_rules(path: str | Path | None = None) -> dict:
     try:
         rules = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise PmlsegError(f"{path}: cannot read PML rules ({exc})") from None
+        hint = f"; set ${RULES_ENV} to a rules file" if isinstance(exc, FileNotFoundError) else ""
+        raise PmlsegError(f"{path}: cannot read PML rules ({str(exc).splitlines()[0]}){hint}") from None
     if not isinstance(rules, dict) or not {"rules", "intercept", "levels"} <= set(rules):
         raise PmlsegError(f"{path}: rules file needs 'intercept', 'levels' and 'rules'")
     for name, spec in rules["rules"].items():
@@ -92,22 +93,23 @@ def _dwi_rim(f, p):
 
 
 def _large(f, p):
-    d = f["max_diameter_mm"]
-    return ramp(d, p["zero_mm"], p["full_mm"]), f"{d:.0f} mm across"
+    d = f.get("max_diameter_mm")
+    return (None, "size not measured") if d is None else (ramp(d, p["zero_mm"], p["full_mm"]), f"{d:.0f} mm across")
 
 
 def _not_small(f, p):
-    v = f["volume_mm3"]
-    return ramp(v, p["zero_mm3"], p["full_mm3"]), f"{v / 1000:.2f} ml"
+    v = f.get("volume_mm3")
+    return (None, "size not measured") if v is None else (ramp(v, p["zero_mm3"], p["full_mm3"]), f"{v / 1000:.2f} ml")
 
 
 def _favoured_region(f, p):
     where = f.get("infratentorial_region") or f.get("lobe")
-    return float(where in p["lobes"] or where in p["regions"]), f"{where}"
+    return (None, "location not measured") if where is None else \
+        (float(where in p["lobes"] or where in p["regions"]), f"{where}")
 
 
 def _no_mass_effect_large(f, p):
-    if f.get("mass_effect") is None:
+    if f.get("mass_effect") is None or f.get("max_diameter_mm") is None:
         return None, "mass effect not measurable"
     big = f["max_diameter_mm"] >= p["min_diameter_mm"]
     return float(big and not f["mass_effect"]), f"no mass effect at {f['max_diameter_mm']:.0f} mm" if big else \
@@ -139,8 +141,8 @@ def _perpendicular_to_ventricles(f, p):
 
 
 def _ovoid(f, p):
-    s = f["solidity"]
-    return ramp(s, p["zero"], p["full"]), f"solidity {s:.2f}"
+    s = f.get("solidity")
+    return (None, "shape not measured") if s is None else (ramp(s, p["zero"], p["full"]), f"solidity {s:.2f}")
 
 
 RULES = {
