@@ -48,6 +48,34 @@ def test_explanation_names_the_measured_values_and_what_was_not_measured():
     assert "perpendicular_to_ventricles" in pml["pml_unavailable"] and "t1_hypointense" not in pml["pml_unavailable"]
 
 
+def test_explanation_reaches_lesions_tsv_characterisation_json_and_report_table(tmp_path):
+    import csv
+    import html
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from pmlseg.report.html import write_report
+    from pmlseg.report.visit import lesion_rows, write_lesion_table
+
+    scored = score_pml([MS, PML])
+    columns, rows = lesion_rows([{"lesion_id": 1, "volume_mm3": 2400.0}, {"lesion_id": 2, "volume_mm3": 2000.0}], scored)
+    write_lesion_table(tmp_path / "lesions.tsv", columns, rows)
+    tsv = {int(r["lesion_id"]): r for r in csv.DictReader(open(tmp_path / "lesions.tsv"), delimiter="\t")}
+    assert tsv[2]["pml_explanation"] == scored[1]["pml_explanation"] and "touches cortex" in tsv[2]["pml_explanation"]
+    assert "dwi_rim (no DWI)" in tsv[2]["pml_unavailable"] and tsv[2]["pml_suspicion"] == "high"
+    lab = np.zeros((6, 20, 20), np.int16)
+    lab[2:4, 3:7, 3:7], lab[2:4, 12:17, 12:17] = 1, 2
+    labels = sitk.GetImageFromArray(lab)
+    img = sitk.GetImageFromArray((100 + 50 * (lab > 0)).astype(np.float32))
+    paths = write_report(tmp_path, scored, {"flair_bl": img, "flair_fu": img}, labels, pdf=False)
+    saved = {d["lesion_id"]: d for d in json.loads(paths["json"].read_text())}
+    assert saved[2]["pml_explanation"] == scored[1]["pml_explanation"] and saved[2]["pml_unavailable"]
+    table = paths["html"].read_text().split("<h2>")[0]  # the lesion table, before the viewer
+    assert html.escape(scored[1]["pml_explanation"]) in table and "not measured: dwi_rim (no DWI)" in table
+
+
 def test_unmeasurable_features_contribute_nothing_and_are_listed():
     f = dict(PML, t1_ratio=None, cortex_contact=None)
     s = score_pml([f])[0]
