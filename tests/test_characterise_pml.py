@@ -156,8 +156,11 @@ def test_discrimination_benchmark_small(shared_data):
     """A small run of benchmarks/pml_discrimination.py (one MNI brain, 2 injection rounds): the PML-like
     lesions outrank the real MS lesions and the large confluent MS-like ones (bounds well inside the
     figures of the full run, docs/pml_score.md)."""
+    import sys
+
     spec = importlib.util.spec_from_file_location("pml_discrimination", REPO / "benchmarks" / "pml_discrimination.py")
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
     res = bench.run((), ("patient26",), 2, load_rules())["test"]
     assert res["n_real"] == 14 and res["n_pml"] >= 5, res
