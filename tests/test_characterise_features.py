@@ -74,3 +74,55 @@ def test_mni_region_rules():
     assert infratentorial_region(18, -45, -32) == "middle_cerebellar_peduncle"
     assert infratentorial_region(0, -28, -30) == "brainstem" and infratentorial_region(-30, -70, -40) == "cerebellum"
     assert infratentorial_region(-30, 20, 30) is None
+
+
+def test_unmeasurable_features_are_none_not_a_default():
+    labels, images, priors = _phantom()  # no ventricles (template CSF empty), no DWI, no T1
+    (f,) = characterise_lesions(labels, images, priors=priors)
+    for key in ("ventricle_contact", "ventricle_alignment", "dist_ventricle_mm", "dwi_rim_core", "t1_ratio",
+                "growth_ml_per_month"):
+        assert f[key] is None, key
+    assert f["cortex_contact"] == 0.0 and f["elongation"] < 1.3  # a sphere far from the GM block
+
+
+def _ventricle_phantom(long_axis: str):
+    """A dark ventricle slab (x 10-19 mm) and an elongated lesion touching it, its long axis along x
+    (perpendicular to the wall) or along y (parallel to it)."""
+    labels, images, priors = _phantom()
+    shape = sitk.GetArrayFromImage(labels).shape
+    zz, yy, xx = np.indices(shape)
+    vent = (xx >= 10) & (xx < 20) & (yy >= 15) & (yy < 65) & (zz >= 5) & (zz < 25)
+    rx, ry = (9.0, 3.0) if long_axis == "x" else (3.0, 9.0)
+    cx = 20 + rx
+    lab = ((((xx - cx) / rx) ** 2 + ((yy - 40) / ry) ** 2 + (((zz - 15) * 2.0) / 4.0) ** 2) <= 1).astype(np.int32)
+    bl = sitk.GetArrayFromImage(images["flair_bl"]).copy()
+    bl[vent] = 20
+    fu = bl.copy()
+    fu[lab > 0] += 100
+    csf = vent.astype(np.float32)
+    wm = sitk.GetArrayFromImage(priors.wm) * (1 - csf)
+    priors = type(priors)(gm=priors.gm, wm=_img(wm), csf=_img(csf), brain=priors.brain, to_mni=priors.to_mni, metric=0.0)
+    return _img(lab), {"flair_bl": _img(bl), "flair_fu": _img(fu)}, priors
+
+
+def test_ventricle_contact_and_dawson_orientation():
+    lab, imgs, pri = _ventricle_phantom("x")
+    (perp,) = characterise_lesions(lab, imgs, priors=pri)
+    lab, imgs, pri = _ventricle_phantom("y")
+    (para,) = characterise_lesions(lab, imgs, priors=pri)
+    assert perp["elongation"] > 2.0 and para["elongation"] > 2.0
+    assert perp["ventricle_alignment"] > 0.9 and para["ventricle_alignment"] < 0.3
+    assert 0.01 < perp["ventricle_contact"] < para["ventricle_contact"]  # the parallel one lies along the wall
+
+
+def test_dwi_rim_versus_core():
+    labels, images, priors = _phantom()
+    lab = sitk.GetArrayFromImage(labels) > 0
+    from scipy import ndimage as ndi
+
+    depth = ndi.distance_transform_edt(lab, sampling=(2.0, 1.0, 1.0))
+    uniform = 100 + 30 * lab
+    rim = uniform + 40 * (lab & (depth <= 2.0))
+    (u,) = characterise_lesions(labels, {**images, "dwi_fu": _img(uniform)}, priors=priors)
+    (r,) = characterise_lesions(labels, {**images, "dwi_fu": _img(rim)}, priors=priors)
+    assert u["dwi_rim_core"] == pytest.approx(1.0, abs=0.02) and r["dwi_rim_core"] > 1.25

@@ -8,7 +8,8 @@ API used by the pipeline after detection::
     #   images: {'flair_bl', 'flair_fu'} required, optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu';
     #           all already on the label grid.  priors: location.register_to_template(flair_bl) (computed
     #           when None; pass it to reuse).  -> list of dicts, one per lesion (docs/pml_score.md)
-    scored = score_pml(feats, rules=load_rules())   # adds pml_score, pml_suspicion, reasons
+    scored = score_pml(feats, rules=load_rules())   # configs/pml_rules.yaml; adds pml_score, pml_suspicion,
+    #   pml_explanation (top rules with measured values), pml_unavailable (rules not measurable), reasons
 """
 
 from pmlseg.characterise.features import characterise_lesions

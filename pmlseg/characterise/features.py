@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 SATELLITE_RADIUS_MM = 20.0
 SATELLITE_MAX_MM3 = 60.0
 MASS_RING_MM = 15.0
+CONTACT_RING_MM = 2.5     # ring in which cortex / ventricle contact is read (partial volume at 1-4 mm voxels)
+DAWSON_MAX_DIST_MM = 10.0  # orientation to the ventricles is read only for lesions this close to them
+DAWSON_MIN_ELONGATION = 1.4  # ... and only when the lesion has a main axis (major/second axis length)
+DWI_RIM_MM = 2.0          # DWI rim: lesion voxels within 2 mm of its border; core: deeper than 3 mm
+DWI_CORE_MM = 3.0
+SHARPNESS_MIN_MM3 = 100.0  # below ~6 mm across the border band is the whole lesion: sharpness is not measurable
 
 
 def _arr(img: sitk.Image) -> np.ndarray:
@@ -91,13 +97,38 @@ def _shape(mask: np.ndarray, sp) -> dict:
     return {"solidity": min(1.0, solidity), "sphericity": float(min(1.0, sph))}
 
 
+def _orientation(idx_mm: np.ndarray, centroid_mm: np.ndarray, vent_tree, vent_pts: np.ndarray,
+                 dist_vent_mm: float) -> tuple[float | None, float | None]:
+    """(elongation, alignment): main-axis/second-axis length of the lesion (PCA of its voxel centres, mm)
+    and |cos| of the angle between its main axis and the direction from the nearest ventricle voxel to
+    its centroid (1 = perpendicular to the ventricle wall, as Dawson's fingers).  Alignment is None
+    (not measurable) far from the ventricles or for a lesion without a main axis."""
+    if len(idx_mm) < 10:
+        return None, None
+    evals, evecs = np.linalg.eigh(np.cov((idx_mm - centroid_mm).T))
+    evals = np.maximum(evals, 1e-6)
+    elong = float(np.sqrt(evals[2] / evals[1]))
+    if vent_tree is None or dist_vent_mm > DAWSON_MAX_DIST_MM or elong < DAWSON_MIN_ELONGATION:
+        return elong, None
+    _, j = vent_tree.query(centroid_mm)
+    radial = centroid_mm - vent_pts[j]
+    n = np.linalg.norm(radial)
+    if n < 1.0:  # centroid on the ventricle wall: no direction
+        return elong, None
+    return elong, float(abs(evecs[:, 2] @ radial) / n)
+
+
 def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brain_mask: sitk.Image | None = None,
                          baseline_labels_prev: sitk.Image | None = None,
-                         priors: loc.TemplatePriors | None = None) -> list[dict]:
+                         priors: loc.TemplatePriors | None = None, lesion_ids=None,
+                         growth_ml_per_month: dict | None = None) -> list[dict]:
     """One dict of features per label value (1..N) of ``labels``; see docs/pml_score.md for each key.
 
     ``images`` are on the label grid: 'flair_bl', 'flair_fu' required; 't1_fu', 't1ce_fu', 'dwi_fu',
     't2_fu' optional.  ``priors`` (template registration) is computed from 'flair_bl' when not given.
+    ``lesion_ids``: characterise only these labels (the others still count as lesions for the references).
+    ``growth_ml_per_month``: lesion id -> growth from lesion tracking, where a curve exists.
+    A feature that cannot be measured (missing image, no ventricle found, lesion too small) is None.
     """
     for key in ("flair_bl", "flair_fu"):
         if key not in images:
@@ -127,9 +158,16 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     csf_bl, csf_fu = brain & (fl_bl < 0.45), brain & (fl_fu < 0.45)
     # whole-brain CSF ratio: scanner/protocol change and atrophy shift every ring alike, so divide it out
     global_csf_ratio = float(csf_fu.sum()) / max(float(csf_bl.sum()), 1.0)
+    cortex = loc.cortex_prior(priors, labels)
     vent = loc.ventricle_prior(priors, labels)
     vent = _dilate(vent, sp, 4.0) & csf_bl
-    dist_vent = ndi.distance_transform_edt(~vent, sampling=sp) if vent.any() else np.full(lab.shape, 1e3, np.float32)
+    dist_vent = ndi.distance_transform_edt(~vent, sampling=sp) if vent.any() else None
+    vent_tree, vent_pts = None, np.zeros((0, 3))
+    if vent.any():
+        from scipy.spatial import cKDTree
+
+        vent_pts = np.argwhere(vent) * sp
+        vent_tree = cKDTree(vent_pts)
     # punctate candidates: new FLAIR-bright specks (follow-up bright and brighter than baseline)
     speck = brain & (fl_fu > 1.5) & (fl_fu - fl_bl > 0.4)
     speck_lab, _ = ndi.label(speck)
@@ -140,8 +178,9 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
 
     feats = []
     objects = ndi.find_objects(lab)
+    wanted = None if lesion_ids is None else {int(i) for i in lesion_ids}
     for lid, sl in enumerate(objects, start=1):
-        if sl is None:
+        if sl is None or (wanted is not None and lid not in wanted):
             continue
         pad = [int(np.ceil((SATELLITE_RADIUS_MM + 3) / s)) for s in sp]
         box = tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in zip(sl, pad, lab.shape))
@@ -158,13 +197,23 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         f.update({k: round(v, 3) for k, v in _shape(m, sp).items()})
         # location
         ring2 = _dilate(m, sp, 2.0) & ~m
+        ring_c = _dilate(m, sp, CONTACT_RING_MM) & ~m
         gmb, wmb, csfb = gm[box], wm[box], csf[box]
         f["gm_fraction_in_lesion"] = round(float((gmb[m] > 0.5).mean()), 3)
         f["cortical_contact"] = round(float((gmb[ring2] > 0.5).mean()) if ring2.any() else 0.0, 3)
-        f["dist_ventricle_mm"] = round(float(dist_vent[box][m].min()), 1)
+        # share of the lesion's border that touches cortex (GM) / ventricle (ventricular CSF)
+        f["cortex_contact"] = round(float(cortex[box][ring_c].mean()), 3) if ring_c.any() else None
+        f["ventricle_contact"] = (round(float(vent[box][ring_c].mean()), 3) if ring_c.any() and vent_tree is not None
+                                  else None)
+        f["dist_ventricle_mm"] = round(float(dist_vent[box][m].min()), 1) if dist_vent is not None else None
+        cen_mm = cen_idx * sp
+        elong, align = _orientation(gidx * sp, cen_mm, vent_tree, vent_pts,
+                                    f["dist_ventricle_mm"] if f["dist_ventricle_mm"] is not None else 1e3)
+        f["elongation"] = None if elong is None else round(elong, 3)
+        f["ventricle_alignment"] = None if align is None else round(align, 3)
         region = loc.infratentorial_region(*mni)
         f["infratentorial_region"] = region
-        f["periventricular"] = bool(f["dist_ventricle_mm"] <= 3.0)
+        f["periventricular"] = bool(f["dist_ventricle_mm"] is not None and f["dist_ventricle_mm"] <= 3.0)
         f["juxtacortical"] = bool(f["cortical_contact"] >= 0.15 or f["gm_fraction_in_lesion"] >= 0.2)
         if region:
             f["location"] = "infratentorial"
@@ -187,7 +236,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         cort_out = outer & ((gmb + csfb) > wmb)
         wm_out = outer & ~cort_out
         for side, tgt in (("wm", wm_out), ("cortical", cort_out)):
-            if tgt.sum() < 3:
+            if tgt.sum() < 3 or vol < SHARPNESS_MIN_MM3:
                 f[f"border_sharpness_{side}"] = None
                 continue
             d_t = ndi.distance_transform_edt(~tgt, sampling=sp)
@@ -198,6 +247,13 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         # signals relative to NAWM
         for key, name in (("t1_fu", "t1_ratio"), ("dwi_fu", "dwi_ratio"), ("t2_fu", "t2_ratio")):
             f[name] = round(float(np.median(imgs[key][box][m]) / ref[key]), 3) if key in imgs else None
+        f["dwi_rim_core"] = None
+        if "dwi_fu" in imgs:
+            depth = ndi.distance_transform_edt(m, sampling=sp)
+            rim, core = m & (depth <= DWI_RIM_MM), depth > DWI_CORE_MM
+            if rim.sum() >= 5 and core.sum() >= 5:
+                dwi = imgs["dwi_fu"][box]
+                f["dwi_rim_core"] = round(float(np.median(dwi[rim]) / max(float(np.median(dwi[core])), 1e-6)), 3)
         if "t1ce_fu" in imgs:
             ce = imgs["t1ce_fu"][box] / ref["t1ce_fu"]
             pre = imgs["t1_fu"][box] / ref["t1_fu"] if "t1_fu" in imgs else np.ones_like(ce)
@@ -229,6 +285,8 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         cb, cf = float(csf_bl[box][ring].sum() * vox), float(csf_fu[box][ring].sum() * vox)
         f["csf_ring_bl_mm3"], f["csf_ring_fu_mm3"] = round(cb, 1), round(cf, 1)
         f["csf_change"] = round(cf / cb / max(global_csf_ratio, 1e-3) - 1.0, 3) if cb > 50 else None
-        f["mass_effect"] = bool(f["csf_change"] is not None and f["csf_change"] < -0.3)
+        f["mass_effect"] = None if f["csf_change"] is None else bool(f["csf_change"] < -0.3)
+        f["growth_ml_per_month"] = (None if not growth_ml_per_month or lid not in growth_ml_per_month
+                                    else round(float(growth_ml_per_month[lid]), 3))
         feats.append(f)
     return feats

@@ -105,6 +105,7 @@ BRAINSTEM = dict(x=(-12, 12), y=(-45, -10), z=(-65, -8))
 MCP = dict(x=(10, 30), y=(-58, -30), z=(-45, -18))          # |x| range; both hemispheres
 CEREBELLUM = dict(x=(-60, 60), y=(-100, -30), z=(-75, -10))
 LATERAL_VENTRICLES = dict(x=(-32, 32), y=(-50, 35), z=(-5, 35))
+DEEP_GREY = dict(x=(-32, 32), y=(-40, 28), z=(-12, 24))     # caudate, putamen, pallidum, thalamus
 
 
 def _in(box, x, y, z, absx=False) -> bool:
@@ -144,20 +145,31 @@ def hemisphere(x: float) -> str:
     return "right" if x > 0 else "left"
 
 
-def ventricle_prior(priors: TemplatePriors, ref: sitk.Image) -> np.ndarray:
-    """Boolean array (subject grid): template CSF inside the lateral-ventricle box, i.e. ventricles."""
-    csf = sitk.GetArrayFromImage(priors.csf) > 0.5
-    idx = np.argwhere(csf)
+def _inside_box(mask: np.ndarray, priors: TemplatePriors, ref: sitk.Image, box: dict) -> np.ndarray:
+    """The voxels of ``mask`` (subject grid) whose MNI coordinates lie inside ``box``."""
+    idx = np.argwhere(mask)
+    out = np.zeros_like(mask)
     if idx.size == 0:
-        return csf
+        return out
     pts = _index_to_mni(ref, priors.to_mni, idx)
-    b = LATERAL_VENTRICLES
-    inside = ((pts[:, 0] >= b["x"][0]) & (pts[:, 0] <= b["x"][1]) & (pts[:, 1] >= b["y"][0]) &
-              (pts[:, 1] <= b["y"][1]) & (pts[:, 2] >= b["z"][0]) & (pts[:, 2] <= b["z"][1]))
-    out = np.zeros_like(csf)
+    inside = np.ones(len(pts), bool)
+    for k, axis in enumerate("xyz"):
+        inside &= (pts[:, k] >= box[axis][0]) & (pts[:, k] <= box[axis][1])
     sel = idx[inside]
     out[sel[:, 0], sel[:, 1], sel[:, 2]] = True
     return out
+
+
+def ventricle_prior(priors: TemplatePriors, ref: sitk.Image) -> np.ndarray:
+    """Boolean array (subject grid): template CSF inside the lateral-ventricle box, i.e. ventricles."""
+    return _inside_box(sitk.GetArrayFromImage(priors.csf) > 0.5, priors, ref, LATERAL_VENTRICLES)
+
+
+def cortex_prior(priors: TemplatePriors, ref: sitk.Image, min_gm: float = 0.35) -> np.ndarray:
+    """Boolean array (subject grid): template GM outside the deep-grey box (basal ganglia, thalami),
+    i.e. cortex, so that a lesion beside the caudate does not read as touching cortex."""
+    gm = sitk.GetArrayFromImage(priors.gm) > min_gm
+    return gm & ~_inside_box(gm, priors, ref, DEEP_GREY)
 
 
 def _index_to_mni(ref: sitk.Image, to_mni: sitk.Transform, idx_zyx: np.ndarray) -> np.ndarray:

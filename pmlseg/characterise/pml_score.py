@@ -1,10 +1,15 @@
-"""Transparent rule-based PML-suspicion score: each published imaging feature adds a documented
-log-odds weight; the sum goes through a logistic.  Reading aid only (docs/pml_score.md)."""
+"""Transparent rule-based PML-suspicion score: each published imaging feature is measured as a strength
+0..1 (or None when it cannot be measured), multiplied by a documented log-odds weight from
+configs/pml_rules.yaml; the sum goes through a logistic.  Reading aid only (docs/pml_score.md).
+
+Every lesion also gets a one-line explanation (the rules that moved its score most, with the measured
+values) and the list of rules that could not be evaluated, so a reader sees why it ranks where it does.
+"""
 
 from __future__ import annotations
 
 import math
-from importlib import resources
+import os
 from pathlib import Path
 
 import yaml
@@ -12,78 +17,181 @@ import yaml
 from pmlseg.errors import PmlsegError
 
 LEVELS = ("low", "moderate", "high")
+RULES_PATH = Path(__file__).resolve().parents[2] / "configs" / "pml_rules.yaml"
+RULES_ENV = "PMLSEG_PML_RULES"
+
+
+def default_rules_path() -> Path:
+    """configs/pml_rules.yaml of this checkout, or the file named by $PMLSEG_PML_RULES."""
+    return Path(os.environ.get(RULES_ENV) or RULES_PATH)
 
 
 def load_rules(path: str | Path | None = None) -> dict:
-    """Rules from ``path`` (e.g. configs/pml_rules.yaml) or the packaged default."""
+    """Rules from ``path``, else from default_rules_path() (configs/pml_rules.yaml: the one file the
+    pipeline reads, so an edit there changes every score)."""
+    path = Path(path) if path else default_rules_path()
     try:
-        text = Path(path).read_text() if path else resources.files("pmlseg.characterise").joinpath("pml_rules.yaml").read_text()
-        rules = yaml.safe_load(text)
+        rules = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise PmlsegError(f"{path or 'packaged pml_rules.yaml'}: cannot read rules ({exc})") from None
-    if not isinstance(rules, dict) or "rules" not in rules or "intercept" not in rules or "levels" not in rules:
+        hint = f"; set ${RULES_ENV} to a rules file" if isinstance(exc, FileNotFoundError) else ""
+        raise PmlsegError(f"{path}: cannot read PML rules ({str(exc).splitlines()[0]}){hint}") from None
+    if not isinstance(rules, dict) or not {"rules", "intercept", "levels"} <= set(rules):
         raise PmlsegError(f"{path}: rules file needs 'intercept', 'levels' and 'rules'")
+    for name, spec in rules["rules"].items():
+        if name not in RULES:
+            raise PmlsegError(f"{path}: unknown rule '{name}' (known: {', '.join(RULES)})")
+        if not isinstance(spec, dict) or not isinstance(spec.get("weight"), (int, float)):
+            raise PmlsegError(f"{path}: rule '{name}' needs a numeric 'weight'")
     return rules
 
 
-def _rule_values(f: dict, r: dict) -> dict[str, tuple[float, str]]:
-    """For each rule: (strength 0..1 or None when the input is missing, explanation)."""
-    R = r["rules"]
-    out: dict[str, tuple[float | None, str]] = {}
-    out["juxtacortical"] = (float(f["juxtacortical"]), f"cortical contact {f['cortical_contact']:.0%}, GM in lesion {f['gm_fraction_in_lesion']:.0%}")
-    fav = f["lobe"] in R["favoured_region"]["lobes"] or f.get("infratentorial_region") in R["favoured_region"]["regions"]
-    out["favoured_region"] = (float(fav), f"{f.get('infratentorial_region') or f['lobe']}")
-    L = R["large"]
-    d = f["max_diameter_mm"]
-    out["large"] = (min(1.0, max(0.0, (d - L["from_mm"]) / (L["to_mm"] - L["from_mm"]))), f"max diameter {d:.0f} mm")
-    wm_s, cx_s = f.get("border_sharpness_wm"), f.get("border_sharpness_cortical")
-    B = R["ill_defined_wm_border"]
-    if wm_s is None:
-        out["ill_defined_wm_border"] = (None, "no white-matter border")
-    else:
-        ill = wm_s <= B["wm_max"] and (cx_s is None or cx_s >= B["cortical_ratio_min"] * wm_s)
-        out["ill_defined_wm_border"] = (float(ill), f"WM-side sharpness {wm_s:.2f}/mm, cortical {cx_s if cx_s is not None else 'n/a'}")
-    out["satellites"] = (float(f["satellites"] >= R["satellites"]["min_count"]), f"{f['satellites']} punctate foci within 2 cm")
-    t1 = f.get("t1_ratio")
-    out["t1_hypointense"] = (None, "no T1") if t1 is None else (float(t1 <= R["t1_hypointense"]["ratio_max"]), f"T1/NAWM {t1:.2f}")
-    dw = f.get("dwi_ratio")
-    out["dwi_hyperintense"] = (None, "no DWI") if dw is None else (float(dw >= R["dwi_hyperintense"]["ratio_min"]), f"DWI/NAWM {dw:.2f}")
-    ce = f.get("csf_change")
-    ce_txt = "CSF change n/a" if ce is None else f"local CSF change {ce:+.0%}"
-    out["no_mass_effect_large"] = (float(not f["mass_effect"] and d >= R["no_mass_effect_large"]["min_diameter_mm"]), ce_txt)
-    out["mass_effect"] = (float(f["mass_effect"]), ce_txt)
-    out["growth"] = (float(f["new_or_enlarging"] == "enlarging"), f"{f['new_or_enlarging']} (overlap {f.get('previous_overlap', 0):.0%})")
-    # penalise lesions whose main location is periventricular (a large juxtacortical lesion may reach the ventricle)
-    out["periventricular"] = (float(f.get("location", "periventricular" if f["periventricular"] else "") == "periventricular"),
-                              f"{f['dist_ventricle_mm']:.0f} mm from ventricle")
-    O = R["ovoid"]
-    out["ovoid"] = (float(f["solidity"] >= O["solidity_min"] and f["sphericity"] >= O["sphericity_min"]),
-                    f"solidity {f['solidity']:.2f}, sphericity {f['sphericity']:.2f}")
-    out["small"] = (float(f["volume_mm3"] <= R["small"]["max_volume_mm3"]), f"{f['volume_mm3']:.0f} mm3")
-    sh = [s for s in (wm_s, cx_s) if s is not None]
-    out["well_defined"] = ((float(min(sh) >= R["well_defined"]["min_sharpness"]), f"min border sharpness {min(sh):.2f}/mm")
-                           if sh else (None, "no border"))
+def ramp(x: float, zero: float, full: float) -> float:
+    """0 at ``zero``, 1 at ``full``, linear between (either direction), clipped."""
+    return min(1.0, max(0.0, (x - zero) / (full - zero)))
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+# Each rule: f(features, params) -> (strength 0..1 or None when not measurable, measured value in words).
+def _cortex_contact(f, p):
+    c = f.get("cortex_contact")
+    return (None, "cortex contact not measured") if c is None else \
+        (ramp(c, p["zero"], p["full"]), f"touches cortex over {_pct(c)} of its border")
+
+
+def _ill_defined_wm_border(f, p):
+    w = f.get("border_sharpness_wm")
+    return (None, "no white-matter border") if w is None else \
+        (ramp(w, p["sharp"], p["blurred"]), f"white-matter border sharpness {w:.2f}/mm")
+
+
+def _sharp_cortical_border(f, p):
+    w, c = f.get("border_sharpness_wm"), f.get("border_sharpness_cortical")
+    if w is None or c is None:
+        return None, "no cortical and white-matter border to compare"
+    r = c / max(w, 1e-3)
+    return ramp(r, p["ratio_zero"], p["ratio_full"]), f"cortical border {r:.1f}x sharper than white-matter border"
+
+
+def _satellites(f, p):
+    n = f.get("satellites")
+    return (None, "satellites not counted") if n is None else (ramp(n, p["zero"], p["full"]), f"{n} satellites")
+
+
+def _t1_hypointense(f, p):
+    t = f.get("t1_ratio")
+    return (None, "no T1") if t is None else (ramp(t, p["zero"], p["full"]), f"T1/WM {t:.2f}")
+
+
+def _dwi_rim(f, p):
+    d = f.get("dwi_rim_core")
+    if d is None:
+        return None, "no DWI" if f.get("dwi_ratio") is None else "lesion too thin for a DWI core"
+    return ramp(d, p["zero"], p["full"]), f"DWI rim/core {d:.2f}"
+
+
+def _large(f, p):
+    d = f.get("max_diameter_mm")
+    return (None, "size not measured") if d is None else (ramp(d, p["zero_mm"], p["full_mm"]), f"{d:.0f} mm across")
+
+
+def _not_small(f, p):
+    v = f.get("volume_mm3")
+    return (None, "size not measured") if v is None else (ramp(v, p["zero_mm3"], p["full_mm3"]), f"{v / 1000:.2f} ml")
+
+
+def _favoured_region(f, p):
+    where = f.get("infratentorial_region") or f.get("lobe")
+    return (None, "location not measured") if where is None else \
+        (float(where in p["lobes"] or where in p["regions"]), f"{where}")
+
+
+def _no_mass_effect_large(f, p):
+    if f.get("mass_effect") is None or f.get("max_diameter_mm") is None:
+        return None, "mass effect not measurable"
+    big = f["max_diameter_mm"] >= p["min_diameter_mm"]
+    return float(big and not f["mass_effect"]), f"no mass effect at {f['max_diameter_mm']:.0f} mm" if big else \
+        f"{f['max_diameter_mm']:.0f} mm (too small to judge)"
+
+
+def _mass_effect(f, p):
+    if f.get("mass_effect") is None:
+        return None, "mass effect not measurable"
+    return float(f["mass_effect"]), f"local CSF change {f['csf_change']:+.0%}"
+
+
+def _growth(f, p):
+    g = f.get("growth_ml_per_month")
+    return (None, "no growth curve") if g is None else (ramp(g, p["zero"], p["full"]), f"grows {g:.2f} ml/month")
+
+
+def _ventricle_contact(f, p):
+    v = f.get("ventricle_contact")
+    return (None, "ventricles not found") if v is None else \
+        (ramp(v, p["zero"], p["full"]), f"touches the ventricles over {_pct(v)} of its border")
+
+
+def _perpendicular_to_ventricles(f, p):
+    a = f.get("ventricle_alignment")
+    if a is None:
+        return None, "no main axis near the ventricles"
+    return ramp(a, p["zero"], p["full"]), f"main axis {math.degrees(math.acos(min(1.0, a))):.0f} deg off the ventricle normal"
+
+
+def _ovoid(f, p):
+    s = f.get("solidity")
+    return (None, "shape not measured") if s is None else (ramp(s, p["zero"], p["full"]), f"solidity {s:.2f}")
+
+
+RULES = {
+    "cortex_contact": _cortex_contact, "ill_defined_wm_border": _ill_defined_wm_border,
+    "sharp_cortical_border": _sharp_cortical_border, "satellites": _satellites, "t1_hypointense": _t1_hypointense,
+    "dwi_rim": _dwi_rim, "large": _large, "not_small": _not_small, "favoured_region": _favoured_region,
+    "no_mass_effect_large": _no_mass_effect_large, "mass_effect": _mass_effect, "growth": _growth,
+    "ventricle_contact": _ventricle_contact, "perpendicular_to_ventricles": _perpendicular_to_ventricles,
+    "ovoid": _ovoid,
+}
+
+
+def rule_values(f: dict, rules: dict) -> dict[str, tuple[float | None, str]]:
+    """Strength (0..1, None = not measurable) and measured value in words, per rule of ``rules``."""
+    out = {}
+    for name, spec in rules["rules"].items():
+        if name not in RULES:
+            raise PmlsegError(f"pml rules: unknown rule '{name}'")
+        out[name] = RULES[name](f, spec)
     return out
 
 
+def explain(reasons: list[dict], top: int = 3) -> tuple[str, str]:
+    """(pml_explanation, pml_unavailable): the rules that moved the score most, strongest first, with
+    their measured values; and the rules that could not be evaluated."""
+    moved = sorted((r for r in reasons if r["contribution"]), key=lambda r: -abs(r["contribution"]))[:top]
+    text = "; ".join(f"{r['detail']} ({r['contribution']:+.1f})" for r in moved) or "no feature moved the score"
+    missing = "; ".join(f"{r['rule']} ({r['detail']})" for r in reasons if r["value"] is None)
+    return text, missing
+
+
 def score_lesion(f: dict, rules: dict) -> dict:
-    vals = _rule_values(f, rules)
     total = float(rules["intercept"])
     reasons = []
-    for name, spec in rules["rules"].items():
-        if name not in vals:
-            raise PmlsegError(f"pml rules: unknown rule '{name}'")
-        x, why = vals[name]
-        contrib = 0.0 if x is None else float(spec["weight"]) * x
+    for name, (x, why) in rule_values(f, rules).items():
+        contrib = 0.0 if x is None else float(rules["rules"][name]["weight"]) * x
         total += contrib
-        reasons.append({"rule": name, "value": x, "contribution": round(contrib, 3), "detail": why})
+        reasons.append({"rule": name, "value": None if x is None else round(x, 3), "contribution": round(contrib, 3),
+                        "detail": why})
     score = 1.0 / (1.0 + math.exp(-total))
     lv = rules["levels"]
     level = "high" if score >= lv["high"] else "moderate" if score >= lv["moderate"] else "low"
-    return {**f, "pml_score": round(score, 3), "pml_logit": round(total, 3), "pml_suspicion": level, "reasons": reasons}
+    text, missing = explain(reasons)
+    return {**f, "pml_score": round(score, 3), "pml_logit": round(total, 3), "pml_suspicion": level,
+            "pml_explanation": text, "pml_unavailable": missing, "reasons": reasons}
 
 
 def score_pml(feats: list[dict], rules: dict | None = None) -> list[dict]:
-    """Add pml_score (0-1), pml_suspicion (low/moderate/high) and reasons to each lesion's features."""
+    """Add pml_score (0-1), pml_suspicion (low/moderate/high), pml_explanation, pml_unavailable and
+    reasons (every rule's strength, contribution and measured value) to each lesion's features."""
     rules = rules or load_rules()
     return [score_lesion(f, rules) for f in feats]

@@ -115,7 +115,10 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
                     f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
                     f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
                     f"<td>{_fmt(d.get('location'))}</td><td>{_fmt(d.get('lobe'))} / {_fmt(d.get('hemisphere'))}</td>"
-                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td></tr>")
+                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td>"
+                    f"<td class=why>{_fmt(d.get('pml_explanation'))}"
+                    + (f"<br><small>not measured: {_fmt(d['pml_unavailable'])}</small>" if d.get("pml_unavailable") else "")
+                    + "</td></tr>")
     sections = []
     for d in order:
         lid = d["lesion_id"]
@@ -138,7 +141,7 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
 <p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
 <table><tr><th>lesion</th><th>suspicion</th><th>score</th><th>volume mm³</th><th>max diam. mm</th><th>location</th>
-<th>lobe / side</th><th>new/enlarging</th></tr>{''.join(rows)}</table>
+<th>lobe / side</th><th>new/enlarging</th><th>why (top features, log-odds)</th></tr>{''.join(rows)}</table>
 <h2>Viewer (follow-up FLAIR on the rebaseline grid, lesions red)</h2>
 <canvas id=viewer></canvas><br><input type=range id=slice min=0 value=0 style='width:512px'> <span id=slice-no></span>
 <h2>Lesions</h2>{''.join(sections)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-SCORE_COLUMNS = ["pml_score", "pml_suspicion", "reasons"]
+SCORE_COLUMNS = ["pml_score", "pml_suspicion", "pml_explanation", "pml_unavailable", "reasons"]
 
 
 def reasons_text(reasons: list[dict]) -> str:
@@ -46,6 +46,8 @@ def lesion_rows(detected: list[dict], scored: list[dict]) -> tuple[list[str], li
                 extra.append(k)
         row["pml_score"] = s.get("pml_score")
         row["pml_suspicion"] = s.get("pml_suspicion")
+        row["pml_explanation"] = s.get("pml_explanation")
+        row["pml_unavailable"] = s.get("pml_unavailable")
         row["reasons"] = reasons_text(s.get("reasons", []))
         rows.append(row)
     return columns + extra + SCORE_COLUMNS, rows
