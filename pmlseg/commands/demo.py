@@ -10,7 +10,10 @@ Shows pmlseg end to end without any patient data:
   1. `pmlseg synth OUT/synth` makes a synthetic DICOM cohort (ICBM152 anatomy bundled in nilearn,
      MS-like lesions, one patient with a PML-like lesion that grows) with ground-truth masks;
   2. `pmlseg run OUT/synth/dicom OUT/results` runs the workflow on it: ingest to BIDS, registration to
-     the rebaseline, new-lesion detection, PML-suspicion scoring, per-visit reports, cohort index.
+     the rebaseline, new-lesion detection, PML-suspicion scoring, per-visit reports, cohort index, with
+     the cohort's clinical table (OUT/synth/clinical.tsv: natalizumab start, anti-JCV index, prior
+     immunosuppressant), so the index shows each patient's PML risk and MRI schedule. The schedule is
+     dated 90 days after the cohort's last synthetic scan (the scans lie in 2020-2023).
 
 Prints where the cohort index (OUT/results/index.html) is. Re-running reuses what is already there.
 """
@@ -39,8 +42,22 @@ def run(args) -> int:
         generate_cohort(synth, n_patients=args.patients, n_visits=args.visits, seed=args.seed)
     else:
         log.info("reusing the synthetic cohort in %s", synth)
-    rc = run_workflow(synth / "dicom", out / "results", cores=args.cores)
+    rc = run_workflow(synth / "dicom", out / "results", cores=args.cores, config=demo_config(synth))
     if rc == 0:
         print(f"demo finished: open {out / 'results' / 'index.html'} "
               f"(ground truth of the synthetic lesions: {synth / 'ground_truth'})")
     return rc
+
+
+def demo_config(synth) -> list[str]:
+    """--config items for the demo: the synthetic clinical table and a reference date 90 days after the last
+    synthetic scan (today's date would make every demo patient years overdue)."""
+    import datetime as dt
+
+    from pmlseg.workflow.manifest import read_tsv
+
+    clinical, cohort = synth / "clinical.tsv", synth / "ground_truth" / "cohort.tsv"
+    if not (clinical.exists() and cohort.exists()):
+        return []
+    last = max(dt.date.fromisoformat(r["study_date"]) for r in read_tsv(cohort))
+    return [f"clinical={clinical}", f"today={(last + dt.timedelta(days=90)).isoformat()}"]
