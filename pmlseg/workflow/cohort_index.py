@@ -149,7 +149,8 @@ def timeline_svg(points: list[tuple[float, int, float, str]], width: int = 420, 
     if due_day is not None:
         parts.append(f'<line x1="{X(due_day):.1f}" y1="{pad_t}" x2="{X(due_day):.1f}" y2="{pad_t + h}" stroke="#b00020" '
                      f'stroke-dasharray="4 3"><title>next scan due (day {due_day:.0f})</title></line>'
-                     f'<text x="{X(due_day) - 30:.1f}" y="{pad_t + 8}" font-size="9" fill="#b00020">next due</text>')
+                     f'<text x="{X(due_day) - 3:.1f}" y="{pad_t + 22}" font-size="9" fill="#b00020" '
+                     f'text-anchor="end">next scan due</text>')
     parts.append("</svg>")
     return "".join(parts)
 
