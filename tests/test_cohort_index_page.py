@@ -63,3 +63,9 @@ def test_index_orders_patients_by_need_in_chromium(tmp_path, chromium):
     drv.save_screenshot(str(tmp_path / "index.png"))
     errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+    # identified on request: patient ID, scan dates and the date the next scan is due
+    from pmlseg.workflow.cohort_index import write_index
+
+    write_index(out, tmp_path / "clinical.tsv", identified=True, today=dt.date(2024, 3, 1))
+    page = (out / "index.html").read_text()
+    assert "SECRETPATIENT" in page and "<td>2024-01-01</td>" in page and "next due in 62 days (2024-05-02)" in page

@@ -110,7 +110,7 @@ def viewer_payload(images: dict, labels: sitk.Image, possible: sitk.Image | None
             binary = sitk.Cast(roi(lab) > 0, sitk.sitkUInt8)
             overlays[key] = nifti_base64(binary)
     return {"volumes": volumes, "labels": {k: backgrounds[k] for k in volumes},
-            "overlays": overlays, "crop_index": index, "spacing": list(ref.GetSpacing())}
+            "overlays": overlays, "crop_index": index, "crop_size": size, "spacing": list(ref.GetSpacing())}
 
 
 def lesion_targets(lesions: list[dict], labels: sitk.Image) -> dict[str, list[float]]:
