@@ -107,9 +107,9 @@ value=50> <button id=wl-reset>reset</button> &nbsp; zoom <button id=zoom-out>−
 <div class=vpair><figure><figcaption>Rebaseline FLAIR</figcaption><div class=vbox><canvas id=nv-bl></canvas></div></figure>
 <figure><figcaption id=fu-caption>Follow-up FLAIR (on the rebaseline grid)</figcaption><div class=vbox><canvas id=nv-fu>
 </canvas></div></figure></div><p id=viewer-pos></p><p id=viewer-status class=warn>loading the viewer ...</p>
-<p class=small>Radiological convention (patient's right on the left; letters mark the sides). Left click: move the
-crosshair (both views follow); right drag: window/level of that view; scroll: slices; the table, n/p: jump to a lesion.
-</p>"""
+<p class=small>Radiological convention (patient's right on the left, sagittal nose left; letters mark the sides).
+Left click: move the crosshair (both views follow); right drag: window/level of that view; scroll: slices;
+the table, n/p: jump to a lesion.</p>"""
 
 
 def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict | None = None,

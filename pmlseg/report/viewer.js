@@ -19,7 +19,7 @@
   const SLICE = {axial: N.SLICE_TYPE.AXIAL, coronal: N.SLICE_TYPE.CORONAL, sagittal: N.SLICE_TYPE.SAGITTAL,
                  multiplanar: N.SLICE_TYPE.MULTIPLANAR};
   const OVERLAY = {new: {colormap: 'red', opacity: 0.55}, possible: {colormap: 'green', opacity: 0.55}};
-  const opts = {isRadiologicalConvention: true, isOrientationTextVisible: true, show3Dcrosshair: false,
+  const opts = {isRadiologicalConvention: true, sagittalNoseLeft: true, isOrientationTextVisible: true, show3Dcrosshair: false,
                 crosshairColor: [1, 0.85, 0, 1], crosshairGap: 6, multiplanarShowRender: N.SHOW_RENDER.NEVER,
                 fontMinPx: 18, fontColor: [0.45, 0.8, 1, 1], sliceType: SLICE.axial, logLevel: 'error',
                 loadingText: 'loading volumes ...'};
@@ -111,6 +111,7 @@
     nv.setVolume(fuVolumes[key], 0);
     nv.removeVolume(old);
     document.getElementById('fu-caption').textContent = `Follow-up ${V.labels[key]} (on the rebaseline grid)`;
+    document.getElementById('fu-image').value = key;
     windowLevel();
     follow(0);
   }
