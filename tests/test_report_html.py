@@ -90,6 +90,13 @@ def _click_lesion_and_check(drv, lid: int, labels: sitk.Image, target_lps) -> No
         assert np.all(np.abs(idx - _centroid_index(labels, lid)) <= 1.0), (lid, idx)
 
 
+def _screenshot(drv, path):
+    """The page with the two views in the middle of the window."""
+    drv.execute_script("document.querySelector('.vpair').scrollIntoView({block: 'center'})")
+    time.sleep(0.3)
+    drv.save_screenshot(str(path))
+
+
 def _no_console_errors(drv):
     errors = [e for e in drv.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
@@ -116,8 +123,12 @@ def test_viewer_volumes_cropped_to_the_brain_on_one_grid():
     # brain: z 5-14, y 17-46, x 12-43; lesion 1 reaches y = 15, lesion 2 y = 49 and x = 53, outside it
     brain = sitk.GetImageFromArray(np.pad(np.ones((10, 30, 32), np.uint8), ((5, 5), (17, 17), (12, 20))))
     brain.CopyInformation(labels)
-    payload = viewer.viewer_payload(imgs, labels, crop_mask=brain)
-    assert set(payload["volumes"]) == {"flair_bl", "flair_fu", "t1_fu"} and set(payload["overlays"]) == {"new"}
+    # a "possible" map on another grid (2 mm in plane) is put on the rebaseline's
+    possible = sitk.Resample(labels == 1, [32, 32, 20], sitk.Transform(), sitk.sitkNearestNeighbor,
+                             labels.GetOrigin(), (2.0, 2.0, 3.0), labels.GetDirection())
+    payload = viewer.viewer_payload(imgs, labels, possible, crop_mask=brain)
+    assert set(payload["volumes"]) == {"flair_bl", "flair_fu", "t1_fu"}
+    assert set(payload["overlays"]) == {"new", "possible"}
     # crop = brain box + 10 mm in plane (1 mm voxels) and one slice, grown to hold every lesion voxel
     assert payload["crop_index"] == [2, 5, 4]
     import base64
@@ -176,7 +187,7 @@ def test_report_in_headless_chromium(tmp_path, chromium):
     targets = json.loads(drv.execute_script("return document.getElementById('lesion-data').textContent"))["targets"]
     for lid in (1, 2):
         _click_lesion_and_check(drv, lid, labels, targets[str(lid)])
-    drv.save_screenshot(str(tmp_path / "report_viewer.png"))
+    _screenshot(drv, tmp_path / "report_viewer.png")
     # the overlay: red on both views at the lesion, gone from both when unticked, back when ticked
     shots = lambda: [drv.find_element("id", i).screenshot_as_png for i in ("nv-bl", "nv-fu")]  # noqa: E731
     on = shots()
@@ -205,7 +216,7 @@ def test_report_in_headless_chromium(tmp_path, chromium):
     assert drv.find_element("id", "fu-caption").text.startswith("Follow-up T1")
     drv.find_element("css selector", "button[data-slice='coronal']").click()
     assert drv.execute_script("return pmlsegViewer.nvs.map(nv => nv.opts.sliceType)") == [1, 1]  # SLICE_TYPE.CORONAL
-    drv.save_screenshot(str(tmp_path / "report_t1_coronal.png"))
+    _screenshot(drv, tmp_path / "report_t1_coronal.png")
     # decisions
     drv.execute_script("document.querySelector(\"input[name='dec-2'][value='suspect_pml']\").click();"
                        "document.getElementById('com-2').value = 'satellites';")
@@ -286,13 +297,12 @@ def test_real_pair_report_in_chromium(shared_data, tmp_path, chromium):
     for r in tsv:
         lid = int(r["lesion_id"])
         _click_lesion_and_check(drv, lid, labels, [float(r[f"centroid_{a}"]) for a in "xyz"])
-        if lid == 1:
-            drv.save_screenshot(str(tmp_path / "p01_lesion1.png"))
+    drv.find_element("css selector", "#lesion-table tr[data-lesion]").click()  # the most suspicious lesion
+    _screenshot(drv, tmp_path / "p01_first_lesion.png")
     from selenium.webdriver.support.ui import Select
 
     Select(drv.find_element("id", "fu-image")).select_by_value("t2_fu")
     drv.find_element("css selector", "button[data-slice='multiplanar']").click()
-    time.sleep(0.5)
-    drv.save_screenshot(str(tmp_path / "p01_t2_multiplanar.png"))
+    _screenshot(drv, tmp_path / "p01_t2_multiplanar.png")
     _no_console_errors(drv)
     print(f"patient01 report: {size_mb:.1f} MB, {len(tsv)} lesions, screenshots in {tmp_path}")

@@ -82,6 +82,14 @@ def _to_u8(image: sitk.Image, inside: np.ndarray) -> sitk.Image:
     return out
 
 
+def _on_grid(mask: sitk.Image, ref: sitk.Image) -> sitk.Image:
+    """``mask`` on ``ref``'s grid (nearest neighbour) unless it is already there."""
+    same = (mask.GetSize() == ref.GetSize() and np.allclose(mask.GetOrigin(), ref.GetOrigin(), atol=1e-3)
+            and np.allclose(mask.GetSpacing(), ref.GetSpacing(), atol=1e-5)
+            and np.allclose(mask.GetDirection(), ref.GetDirection(), atol=1e-5))
+    return mask if same else sitk.Resample(mask, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+
+
 def nifti_base64(image: sitk.Image) -> str:
     """A SimpleITK image as base64 .nii.gz (ITK writes the RAS sform NiiVue reads)."""
     with tempfile.TemporaryDirectory(prefix="pmlseg-viewer-") as tmp:
@@ -97,6 +105,8 @@ def viewer_payload(images: dict, labels: sitk.Image, possible: sitk.Image | None
     if images.get("flair_bl") is None or images.get("flair_fu") is None:
         return None
     ref = images["flair_bl"]
+    if possible is not None:
+        possible = _on_grid(possible, ref)
     index, size = crop_box(ref, crop_mask, labels, possible)
     roi = lambda im: sitk.RegionOfInterest(im, size, index)  # noqa: E731
     inside = np.ones(size[::-1], bool)
