@@ -69,10 +69,9 @@ def _fmt(v) -> str:
 def _lesion_table(order: list[dict]) -> str:
     """The lesion table that drives the viewer: one row per lesion (click or n/p: both views jump to it);
     the optional columns (category, confidence, PML explanation) only when some lesion has them."""
-    optional = [(k, t) for k, t in (("category", "category"), ("confidence", "confidence"))
-                if any(d.get(k) not in (None, "") for d in order)]
-    explain = [k for k in ("pml_explanation", "pml_unavailable") if any(d.get(k) not in (None, "") for d in order)]
-    head = ("<tr><th>lesion</th>" + "".join(f"<th>{t}</th>" for _, t in optional) +
+    present = lambda keys: [k for k in keys if any(d.get(k) not in (None, "") for d in order)]  # noqa: E731
+    optional, explain = present(("category", "confidence")), present(("pml_explanation", "pml_unavailable"))
+    head = ("<tr><th>lesion</th>" + "".join(f"<th>{k}</th>" for k in optional) +
             "<th>suspicion</th><th>score</th><th>volume mm³</th><th>max diam. mm</th><th>location</th>"
             "<th>lobe / side</th><th>new/enlarging</th>" + ("<th>PML explanation</th>" if explain else "") + "</tr>")
     rows = []
@@ -83,7 +82,7 @@ def _lesion_table(order: list[dict]) -> str:
         why = " ".join(_fmt(d.get(k)) for k in explain if d.get(k) not in (None, ""))
         rows.append(f"<tr class='{cls}' data-lesion='{lid}' title='show lesion {lid} in both views'>"
                     f"<td>{lid} <a href='#lesion-{lid}' title='crops and rules'>crops</a></td>" +
-                    "".join(f"<td>{_fmt(d.get(k))}</td>" for k, _ in optional) +
+                    "".join(f"<td>{_fmt(d.get(k))}</td>" for k in optional) +
                     f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
                     f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
                     f"<td>{_fmt(d.get('location'))}</td><td>{_fmt(d.get('lobe'))} / {_fmt(d.get('hemisphere'))}</td>"
