@@ -77,9 +77,9 @@ def _open_report(drv, html):
     assert bl["width"] > 300 and fu["width"] > 300 and abs(bl["y"] - fu["y"]) < 2 and fu["x"] >= bl["x"] + bl["width"]
 
 
-def _click_lesion_and_check(drv, lid: int, labels: sitk.Image, target_lps) -> None:
+def _click_lesion_and_check(drv, lid, labels: sitk.Image, target_lps) -> None:
     """Click the lesion's table row; both views' crosshairs must sit within one voxel of ``target_lps``
-    (lesions.tsv's centroid) and of the label's own centroid."""
+    (lesions.tsv's centroid) and of the label's own centroid in ``labels`` (a possible lesion P<n>: label n)."""
     drv.find_element("css selector", f"tr[data-lesion='{lid}']").click()
     both = drv.execute_script("return [pmlsegViewer.mm(0), pmlsegViewer.mm(1), pmlsegViewer.current]")
     assert both[2] == str(lid)
@@ -87,7 +87,7 @@ def _click_lesion_and_check(drv, lid: int, labels: sitk.Image, target_lps) -> No
     for got in both[:2]:
         idx = _index_of(labels, got)
         assert np.all(np.abs(idx - want) <= 1.0), (lid, got, target_lps)
-        assert np.all(np.abs(idx - _centroid_index(labels, lid)) <= 1.0), (lid, idx)
+        assert np.all(np.abs(idx - _centroid_index(labels, int(str(lid).lstrip("P")))) <= 1.0), (lid, idx)
 
 
 def _screenshot(drv, path):
@@ -176,12 +176,21 @@ def test_report_in_headless_chromium(tmp_path, chromium):
     possible.CopyInformation(labels)
     lesions = [dict(d, category="new", confidence=0.9, pml_explanation=f"why {d['lesion_id']}")
                for d in score_pml([MS, PML])]
+    (tmp_path / "out").mkdir()
+    pc = possible.TransformContinuousIndexToPhysicalPoint(_centroid_index(possible, 1).tolist())
+    (tmp_path / "out" / "possible_lesions.tsv").write_text(
+        "lesion_id\tvolume_mm3\tcentroid_x\tcentroid_y\tcentroid_z\tconfidence\n"
+        f"1\t{3 * int(sitk.GetArrayViewFromImage(possible).sum())}\t{pc[0]:.1f}\t{pc[1]:.1f}\t{pc[2]:.1f}\t0.3\n")
     paths = write_report(tmp_path / "out", lesions, imgs, labels, header={"subject": "sub-001"}, pdf=False,
                          possible=possible)
     _open_report(drv, paths["html"])
     heads = [th.text for th in drv.find_elements("css selector", "#lesion-table th")]
     assert {"category", "confidence", "PML explanation"} <= set(heads)
     assert "why 2" in drv.find_element("css selector", "tr[data-lesion='2']").text
+    # the possible lesion is listed last (P1), and a click on it moves both views to it
+    rows = drv.find_elements("css selector", "#lesion-table tr[data-lesion]")
+    assert [r.get_attribute("data-lesion") for r in rows] == ["2", "1", "P1"] and "possible" in rows[2].text
+    _click_lesion_and_check(drv, "P1", possible, pc)
     imgs_ok = drv.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")
     assert imgs_ok and all(imgs_ok)
     targets = json.loads(drv.execute_script("return document.getElementById('lesion-data').textContent"))["targets"]
@@ -204,11 +213,12 @@ def test_report_in_headless_chromium(tmp_path, chromium):
     assert all(_green_pixels(p) > 20 for p in on)
     drv.find_element("css selector", "input[data-overlay='possible']").click()
     assert all(_green_pixels(p) == 0 and _red_pixels(p) > 50 for p in shots())
-    # n/p keys step through the table order; the follow-up view switches to T1; views switch together
-    drv.find_element("tag name", "body").send_keys("n")
-    assert drv.execute_script("return pmlsegViewer.current") == "1"
-    drv.find_element("tag name", "body").send_keys("p")
-    assert drv.execute_script("return pmlsegViewer.current") == "2"
+    # n/p keys step through the table order (possible lesion included, wrapping round); the follow-up view
+    # switches to T1; views switch together
+    drv.execute_script("pmlsegViewer.jumpTo(2)")
+    for key, want in (("n", "1"), ("n", "P1"), ("n", "2"), ("p", "P1")):
+        drv.find_element("tag name", "body").send_keys(key)
+        assert drv.execute_script("return pmlsegViewer.current") == want, key
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     Select(drv.find_element("id", "fu-image")).select_by_value("t1_fu")

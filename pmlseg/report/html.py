@@ -67,8 +67,9 @@ def _fmt(v) -> str:
 
 
 def _lesion_table(order: list[dict]) -> str:
-    """The lesion table that drives the viewer: one row per lesion (click or n/p: both views jump to it);
-    the optional columns (category, confidence, PML explanation) only when some lesion has them."""
+    """The lesion table that drives the viewer: one row per lesion (click or n/p: both views jump to it), the
+    review-only "possible" lesions last (ids P1, P2, ...: no crops, no decision); the optional columns
+    (category, confidence, PML explanation) only when some lesion has them."""
     present = lambda keys: [k for k in keys if any(d.get(k) not in (None, "") for d in order)]  # noqa: E731
     optional, explain = present(("category", "confidence")), present(("pml_explanation", "pml_unavailable"))
     head = ("<tr><th>lesion</th>" + "".join(f"<th>{k}</th>" for k in optional) +
@@ -80,8 +81,9 @@ def _lesion_table(order: list[dict]) -> str:
         cls = " ".join(x for x in (str(d.get("pml_suspicion") or ""), "possible" if d.get("category") == "possible"
                                    else "") if x)
         why = " ".join(_fmt(d.get(k)) for k in explain if d.get(k) not in (None, ""))
+        crops = "" if d.get("category") == "possible" else f" <a href='#lesion-{lid}' title='crops and rules'>crops</a>"
         rows.append(f"<tr class='{cls}' data-lesion='{lid}' title='show lesion {lid} in both views'>"
-                    f"<td>{lid} <a href='#lesion-{lid}' title='crops and rules'>crops</a></td>" +
+                    f"<td>{lid}{crops}</td>" +
                     "".join(f"<td>{_fmt(d.get(k))}</td>" for k in optional) +
                     f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
                     f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
@@ -111,11 +113,23 @@ Left click: move the crosshair (both views follow); right drag: window/level of 
 the table, n/p: jump to a lesion.</p>"""
 
 
+def _possible_rows(rows: list[dict] | None, lesions: list[dict]) -> list[dict]:
+    """possible_lesions.tsv rows as table rows (id P<n>, category "possible"); the other lesions then say
+    "new" in the category column."""
+    if not rows:
+        return []
+    for d in lesions:
+        d.setdefault("category", "new")
+    return [{**r, "lesion_id": f"P{r['lesion_id']}", "category": "possible"} for r in rows]
+
+
 def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict | None = None,
                 header: dict | None = None, identified: bool = False, possible: sitk.Image | None = None,
-                crop_mask: sitk.Image | None = None) -> str:
+                crop_mask: sitk.Image | None = None, possible_rows: list[dict] | None = None) -> str:
     header = header or {}
     qc = qc or {}
+    lesions = [dict(d) for d in lesions]
+    extra = _possible_rows(possible_rows, lesions)
     order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
     report_id = header.get("report_id") or f"pmlseg-{int(time.time())}"
     head = [f"<p><b>Subject:</b> {html.escape(str(header.get('subject', 'pseudonymised')))}"
@@ -140,7 +154,8 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
             f"<p>{radios}<br><textarea id='com-{lid}' rows=2 cols=80 placeholder='comment'></textarea></p></div>")
     payload = viewer_payload(images, labels, possible, crop_mask)
     data = json.dumps({"report_id": report_id, "lesions": [d["lesion_id"] for d in order],
-                       "targets": lesion_targets(order, labels)})
+                       "order": [str(d["lesion_id"]) for d in order + extra],
+                       "targets": lesion_targets(order + extra, labels)})
     scripts = (f"<script>{niivue_js()}</script><script>{viewer_js()}</script>" if payload else "")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
 <style>{_CSS}</style></head><body>
@@ -148,7 +163,7 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
 <p><b>QC:</b> {html.escape(str(qc_status))} {html.escape(str(qc.get('detail', '')))}</p>
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
 <p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
-{_lesion_table(order)}
+{_lesion_table(order + extra)}
 <h2>Viewer: rebaseline and follow-up, lesions overlaid</h2>
 {_viewer_panel(payload)}
 <h2>Lesions</h2>{''.join(sections)}
@@ -165,13 +180,20 @@ def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image,
     """Write OUT/report.html (and report.pdf, characterisation.json); returns the paths written.
 
     ``possible``: the map of "possible" lesions, drawn in another colour (read from
-    OUT/possible_lesions.nii.gz when not given and that file exists); ``crop_mask``: the brain, to crop the
-    viewer's volumes (else the head foreground of the rebaseline FLAIR)."""
+    OUT/possible_lesions.nii.gz when not given and that file exists; their rows, from OUT/possible_lesions.tsv,
+    are listed in the lesion table); ``crop_mask``: the brain, to crop the viewer's volumes (else the head
+    foreground of the rebaseline FLAIR)."""
     out = Path(out_dir)
     if possible is None and (out / "possible_lesions.nii.gz").exists():
         possible = sitk.ReadImage(str(out / "possible_lesions.nii.gz"))
+    possible_rows = None
+    if possible is not None and (out / "possible_lesions.tsv").exists():
+        from pmlseg.workflow.manifest import read_tsv
+
+        possible_rows = read_tsv(out / "possible_lesions.tsv")
     paths = {"html": out / "report.html", "json": out / "characterisation.json"}
-    write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask))
+    write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
+                                          possible_rows))
     write_text(paths["json"], json.dumps(lesions, indent=1, default=float))
     if pdf:
         from pmlseg.report.pdf import write_pdf

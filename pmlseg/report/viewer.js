@@ -24,7 +24,7 @@
                 fontMinPx: 18, fontColor: [0.45, 0.8, 1, 1], sliceType: SLICE.axial, logLevel: 'error',
                 loadingText: 'loading volumes ...'};
   const nvs = [new N.Niivue(opts), new N.Niivue(opts)];
-  const order = L.lesions.map(String);
+  const order = L.order;  // lesions, then the review-only possible ones (P1, ...)
   let syncing = false;
 
   const load = (key, b64, extra) => N.NVImage.loadFromBase64({base64: b64, name: key + '.nii.gz', ...extra});

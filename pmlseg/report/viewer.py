@@ -131,13 +131,14 @@ def lesion_targets(lesions: list[dict], labels: sitk.Image) -> dict[str, list[fl
     arr = sitk.GetArrayViewFromImage(labels)
     out = {}
     for d in lesions:
-        lid = int(d["lesion_id"])
+        lid = d["lesion_id"]
         try:
             out[str(lid)] = [float(d[f"centroid_{a}"]) for a in "xyz"]
             continue
         except (KeyError, TypeError, ValueError):
             pass
-        if (arr == lid).any():
+        lid = int(lid) if str(lid).isdigit() else None  # P<n>: a possible lesion, not in ``labels``
+        if lid is not None and (arr == lid).any():
             c = ndi.center_of_mass(arr == lid)
             out[str(lid)] = list(labels.TransformContinuousIndexToPhysicalPoint([float(v) for v in c[::-1]]))
     return out
