@@ -174,8 +174,8 @@ def test_report_in_headless_chromium(tmp_path, chromium):
     zz, yy, xx = np.indices(sitk.GetArrayViewFromImage(labels).shape)
     possible = sitk.GetImageFromArray((((zz - 8) * 3) ** 2 + (yy - 40) ** 2 + (xx - 25) ** 2 < 25).astype(np.uint8))
     possible.CopyInformation(labels)
-    lesions = [dict(d, category="new", confidence=0.9, pml_explanation=f"why {d['lesion_id']}")
-               for d in score_pml([MS, PML])]
+    lesions = [dict(d, category="new", confidence=0.9, pml_explanation=f"why {d['lesion_id']}",
+                    pml_unavailable="dwi_ratio") for d in score_pml([MS, PML])]
     (tmp_path / "out").mkdir()
     pc = possible.TransformContinuousIndexToPhysicalPoint(_centroid_index(possible, 1).tolist())
     (tmp_path / "out" / "possible_lesions.tsv").write_text(
@@ -185,8 +185,8 @@ def test_report_in_headless_chromium(tmp_path, chromium):
                          possible=possible)
     _open_report(drv, paths["html"])
     heads = [th.text for th in drv.find_elements("css selector", "#lesion-table th")]
-    assert {"category", "confidence", "PML explanation"} <= set(heads)
-    assert "why 2" in drv.find_element("css selector", "tr[data-lesion='2']").text
+    assert {"category", "confidence", "why (top features, log-odds)"} <= set(heads)
+    assert "why 2\nnot measured: dwi_ratio" in drv.find_element("css selector", "tr[data-lesion='2']").text
     # the possible lesion is listed last (P1), and a click on it moves both views to it
     rows = drv.find_elements("css selector", "#lesion-table tr[data-lesion]")
     assert [r.get_attribute("data-lesion") for r in rows] == ["2", "1", "P1"] and "possible" in rows[2].text

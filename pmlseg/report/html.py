@@ -74,13 +74,16 @@ def _lesion_table(order: list[dict]) -> str:
     optional, explain = present(("category", "confidence")), present(("pml_explanation", "pml_unavailable"))
     head = ("<tr><th>lesion</th>" + "".join(f"<th>{k}</th>" for k in optional) +
             "<th>suspicion</th><th>score</th><th>volume mm³</th><th>max diam. mm</th><th>location</th>"
-            "<th>lobe / side</th><th>new/enlarging</th>" + ("<th>PML explanation</th>" if explain else "") + "</tr>")
+            "<th>lobe / side</th><th>new/enlarging</th>" + ("<th>why (top features, log-odds)</th>" if explain else "") +
+            "</tr>")
     rows = []
     for d in order:
         lid = d["lesion_id"]
         cls = " ".join(x for x in (str(d.get("pml_suspicion") or ""), "possible" if d.get("category") == "possible"
                                    else "") if x)
-        why = " ".join(_fmt(d.get(k)) for k in explain if d.get(k) not in (None, ""))
+        why = _fmt(d.get("pml_explanation")) if d.get("pml_explanation") not in (None, "") else ""
+        if d.get("pml_unavailable"):
+            why += f"<br><small>not measured: {_fmt(d['pml_unavailable'])}</small>"
         crops = "" if d.get("category") == "possible" else f" <a href='#lesion-{lid}' title='crops and rules'>crops</a>"
         rows.append(f"<tr class='{cls}' data-lesion='{lid}' title='show lesion {lid} in both views'>"
                     f"<td>{lid}{crops}</td>" +
@@ -88,7 +91,7 @@ def _lesion_table(order: list[dict]) -> str:
                     f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
                     f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
                     f"<td>{_fmt(d.get('location'))}</td><td>{_fmt(d.get('lobe'))} / {_fmt(d.get('hemisphere'))}</td>"
-                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td>" + (f"<td>{why}</td>" if explain else "") + "</tr>")
+                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td>" + (f"<td class=why>{why}</td>" if explain else "") + "</tr>")
     return f"<table id=lesion-table>{head}{''.join(rows)}</table>"
 
 
