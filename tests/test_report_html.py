@@ -105,10 +105,12 @@ def _no_console_errors(drv):
 def test_report_files_and_pseudonymity(tmp_path):
     labels, imgs = _case()
     lesions = score_pml([MS, PML])
-    header = {"subject": "sub-001", "session": "ses-02", "identity": {"name": NAME}}
+    header = {"subject": "sub-001", "session": "ses-03", "baseline_session": "ses-02", "identity": {"name": NAME}}
     paths = write_report(tmp_path, lesions, imgs, labels, qc={"status": "pass"}, header=header)
     text = paths["html"].read_text()
     assert NAME not in text and "sub-001" in text
+    # the left view names the visit compared against (here a report against the previous visit)
+    assert "<b>Compared with:</b> ses-02" in text and "Baseline (ses-02) FLAIR</figcaption>" in text
     assert text.index("id='lesion-2'") < text.index("id='lesion-1'")  # sorted by suspicion
     # self-contained: no external src/href (the NiiVue bundle only mentions URLs in shader comments)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)

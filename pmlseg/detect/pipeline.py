@@ -231,7 +231,8 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
         # the report's viewer is cropped to the brain both visits cover (the working grid's mask)
         brain = sitk.Resample(from_array(pair.mask.astype(np.uint8), pair.grid), pair.baseline, sitk.Transform(),
                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=bids_header(followup),
+        header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session")}
+        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header,
                                               crop_mask=brain)
         timings["characterise_report_s"] = round(time.perf_counter() - t, 2)
     qc["timings"] = {**timings, "total_s": round(time.perf_counter() - t0, 2),

@@ -95,7 +95,13 @@ def _lesion_table(order: list[dict]) -> str:
     return f"<table id=lesion-table>{head}{''.join(rows)}</table>"
 
 
-def _viewer_panel(payload: dict | None) -> str:
+def _baseline_name(header: dict) -> str:
+    """What the left view shows: the visit detection compared against (the rebaseline, or for a report
+    against the previous visit, that visit), named by its session when the header has it."""
+    return f"Baseline ({header['baseline_session']})" if header.get("baseline_session") else "Rebaseline"
+
+
+def _viewer_panel(payload: dict | None, header: dict) -> str:
     if payload is None:
         return "<p id=viewer-status></p><p id=viewer-pos></p>"
     fu = "".join(f"<option value='{k}'>{html.escape(t)}</option>" for k, t in payload["labels"].items() if k != "flair_bl")
@@ -108,9 +114,9 @@ def _viewer_panel(payload: dict | None) -> str:
 <br>window <input type=range id=wl-window min=2 max=200 value=100> level <input type=range id=wl-level min=0 max=150
 value=50> <button id=wl-reset>reset</button> &nbsp; zoom <button id=zoom-out>−</button><button id=zoom-in>+</button>
 &nbsp; <button id=prev>◀ previous lesion (p)</button> <button id=next>next lesion (n) ▶</button></div>
-<div class=vpair><figure><figcaption>Rebaseline FLAIR</figcaption><div class=vbox><canvas id=nv-bl></canvas></div></figure>
-<figure><figcaption id=fu-caption>Follow-up FLAIR (on the rebaseline grid)</figcaption><div class=vbox><canvas id=nv-fu>
-</canvas></div></figure></div><p id=viewer-pos></p><p id=viewer-status class=warn>loading the viewer ...</p>
+<div class=vpair><figure><figcaption>{html.escape(_baseline_name(header))} FLAIR</figcaption><div class=vbox>
+<canvas id=nv-bl></canvas></div></figure><figure><figcaption id=fu-caption>Follow-up FLAIR (on the baseline grid)
+</figcaption><div class=vbox><canvas id=nv-fu></canvas></div></figure></div><p id=viewer-pos></p><p id=viewer-status class=warn>loading the viewer ...</p>
 <p class=small>Radiological convention (patient's right on the left, sagittal nose left; letters mark the sides).
 Left click: move the crosshair (both views follow); right drag: window/level of that view; scroll: slices;
 the table, n/p: jump to a lesion.</p>"""
@@ -136,7 +142,9 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
     order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
     report_id = header.get("report_id") or f"pmlseg-{int(time.time())}"
     head = [f"<p><b>Subject:</b> {html.escape(str(header.get('subject', 'pseudonymised')))}"
-            f" &nbsp; <b>Follow-up:</b> {html.escape(str(header.get('session', 'n/a')))}</p>"]
+            f" &nbsp; <b>Follow-up:</b> {html.escape(str(header.get('session', 'n/a')))}"
+            + (f" &nbsp; <b>Compared with:</b> {html.escape(str(header['baseline_session']))}"
+               if header.get("baseline_session") else "") + "</p>"]
     if identified and header.get("identity"):
         head.append("<p class=warn><b>Identified report.</b> " +
                     ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in header["identity"].items()) + "</p>")
@@ -167,8 +175,8 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
 <p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
 {_lesion_table(order + extra)}
-<h2>Viewer: rebaseline and follow-up, lesions overlaid</h2>
-{_viewer_panel(payload)}
+<h2>Viewer: {html.escape(_baseline_name(header).lower())} and follow-up, lesions overlaid</h2>
+{_viewer_panel(payload, header)}
 <h2>Lesions</h2>{''.join(sections)}
 <p><button id=export>Export decisions (JSON)</button> then run <code>pmlseg review import decisions.json DIR</code></p>
 <script type=application/json id=lesion-data>{data}</script>

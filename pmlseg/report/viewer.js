@@ -110,7 +110,7 @@
     nv.addVolume(fuVolumes[key]);
     nv.setVolume(fuVolumes[key], 0);
     nv.removeVolume(old);
-    document.getElementById('fu-caption').textContent = `Follow-up ${V.labels[key]} (on the rebaseline grid)`;
+    document.getElementById('fu-caption').textContent = `Follow-up ${V.labels[key]} (on the baseline grid)`;
     document.getElementById('fu-image').value = key;
     windowLevel();
     follow(0);
