@@ -169,9 +169,10 @@ def _green_pixels(png: bytes) -> int:
     return int(((a[..., 1] > a[..., 0] + 60) & (a[..., 1] > a[..., 2] + 60)).sum())
 
 
-def test_report_in_headless_chromium(tmp_path, chromium):
+def test_report_in_headless_chromium(tmp_path, chromium, monkeypatch):
     drv = chromium
     labels, imgs = _case()
+    monkeypatch.setattr(viewer, "VOLUME_BUDGET_MB", 0.0)  # the follow-up T1 goes in at half resolution
     # a "possible" lesion (detection's second category) beside lesion 2, with its table columns
     zz, yy, xx = np.indices(sitk.GetArrayViewFromImage(labels).shape)
     possible = sitk.GetImageFromArray((((zz - 8) * 3) ** 2 + (yy - 40) ** 2 + (xx - 25) ** 2 < 25).astype(np.uint8))
@@ -225,7 +226,10 @@ def test_report_in_headless_chromium(tmp_path, chromium):
 
     Select(drv.find_element("id", "fu-image")).select_by_value("t1_fu")
     WebDriverWait(drv, 30).until(lambda d: d.execute_script("return pmlsegViewer.nvs[1].volumes[0].name") == "t1_fu.nii.gz")
-    assert drv.find_element("id", "fu-caption").text.startswith("Follow-up T1")
+    assert drv.find_element("id", "fu-caption").text == \
+        "Follow-up T1 (on the baseline grid, half resolution to keep the report small)"
+    assert drv.execute_script("return pmlsegViewer.nvs[1].volumes[0].dims.slice(1, 4)") == [32, 32, 20]
+    _click_lesion_and_check(drv, 1, labels, targets["1"])  # the views still agree on a coarser background
     drv.find_element("css selector", "button[data-slice='coronal']").click()
     assert drv.execute_script("return pmlsegViewer.nvs.map(nv => nv.opts.sliceType)") == [1, 1]  # SLICE_TYPE.CORONAL
     _screenshot(drv, tmp_path / "report_t1_coronal.png")

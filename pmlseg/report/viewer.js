@@ -110,7 +110,8 @@
     nv.addVolume(fuVolumes[key]);
     nv.setVolume(fuVolumes[key], 0);
     nv.removeVolume(old);
-    document.getElementById('fu-caption').textContent = `Follow-up ${V.labels[key]} (on the baseline grid)`;
+    document.getElementById('fu-caption').textContent = `Follow-up ${V.labels[key]} (on the baseline grid` +
+      (V.reduced.includes(key) ? ', half resolution to keep the report small)' : ')');
     document.getElementById('fu-image').value = key;
     windowLevel();
     follow(0);

@@ -30,6 +30,7 @@ VIEWER_JS = Path(__file__).with_name("viewer.js")
 # for T1/T2/DWI, as the pipeline writes those in the rebaseline's space (baseline_space/)
 FOLLOWUP_EXTRA = (("t1_fu", "T1"), ("t2_fu", "T2"), ("dwi_fu", "DWI"))
 MARGIN_MM = 10.0
+VOLUME_BUDGET_MB = 9.0  # embedded volumes (base64); beyond it, follow-up T1/T2/DWI at half resolution
 
 
 @lru_cache(maxsize=1)
@@ -101,7 +102,11 @@ def nifti_base64(image: sitk.Image) -> str:
 def viewer_payload(images: dict, labels: sitk.Image, possible: sitk.Image | None = None,
                    crop_mask: sitk.Image | None = None) -> dict | None:
     """Everything the viewer needs, JSON-ready: base64 volumes on one cropped grid, the crop origin (to map
-    viewer voxels back to the rebaseline grid) and its spacing.  None without both FLAIRs."""
+    viewer voxels back to the rebaseline grid) and its spacing.  None without both FLAIRs.
+
+    The FLAIR pair is always at the rebaseline's resolution; a follow-up T1/T2/DWI that would take the
+    volumes past VOLUME_BUDGET_MB (a 3D 1 mm FLAIR rebaseline makes every volume ~3.5 MB) is embedded at half
+    resolution along the axes finer than 2 mm (listed under 'reduced'), which keeps such reports < 15 MB."""
     if images.get("flair_bl") is None or images.get("flair_fu") is None:
         return None
     ref = images["flair_bl"]
@@ -113,13 +118,19 @@ def viewer_payload(images: dict, labels: sitk.Image, possible: sitk.Image | None
     if crop_mask is not None:
         inside = sitk.GetArrayViewFromImage(roi(crop_mask)) > 0
     backgrounds = {"flair_bl": "FLAIR", "flair_fu": "FLAIR", **dict(FOLLOWUP_EXTRA)}
-    volumes = {k: nifti_base64(_to_u8(roi(images[k]), inside)) for k in backgrounds if images.get(k) is not None}
+    volumes, reduced = {}, []
+    for k in (k for k in backgrounds if images.get(k) is not None):
+        u8 = _to_u8(roi(images[k]), inside)
+        volumes[k] = nifti_base64(u8)
+        if k not in ("flair_bl", "flair_fu") and sum(map(len, volumes.values())) > VOLUME_BUDGET_MB * 1e6:
+            volumes[k] = nifti_base64(sitk.BinShrink(u8, [2 if sp < 2.0 else 1 for sp in u8.GetSpacing()]))
+            reduced.append(k)
     overlays = {}
     for key, lab in (("new", labels), ("possible", possible)):
         if lab is not None:
             binary = sitk.Cast(roi(lab) > 0, sitk.sitkUInt8)
             overlays[key] = nifti_base64(binary)
-    return {"volumes": volumes, "labels": {k: backgrounds[k] for k in volumes},
+    return {"volumes": volumes, "labels": {k: backgrounds[k] for k in volumes}, "reduced": reduced,
             "overlays": overlays, "crop_index": index, "crop_size": size, "spacing": list(ref.GetSpacing())}
 
 
