@@ -50,7 +50,7 @@ def test_index_orders_patients_by_need_in_chromium(tmp_path, chromium):
     # risk and schedule: sub-001 is high risk (every 4 months), last scan 60 days before the reference date
     card = drv.find_element("id", "sub-001").text
     assert "PML risk: 7 per 1000 (anti-JCV index > 1.5, 37-48 months exposure)" in card
-    assert "next due in 62 days" in card
+    assert "next scan due in 62 days" in card
     assert len(drv.find_elements("css selector", "#sub-001 svg line[stroke-dasharray]")) == 1  # next-due marker
     assert "anti-JCV negative" in drv.find_element("id", "sub-004").text
     # every visit report is linked, and every link opens a file that exists
@@ -68,4 +68,4 @@ def test_index_orders_patients_by_need_in_chromium(tmp_path, chromium):
 
     write_index(out, tmp_path / "clinical.tsv", identified=True, today=dt.date(2024, 3, 1))
     page = (out / "index.html").read_text()
-    assert "SECRETPATIENT" in page and "<td>2024-01-01</td>" in page and "next due in 62 days (2024-05-02)" in page
+    assert "SECRETPATIENT" in page and "<td>2024-01-01</td>" in page and "next scan due in 62 days (2024-05-02)" in page

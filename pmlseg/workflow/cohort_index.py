@@ -300,9 +300,8 @@ def compute_risks(out: Path, clinical: Path | None, today: dt.date, identified: 
             since = (today - last).days
             left = risk.mri_interval_days - since
             overdue = left < 0
-            due = (f"last scan {since} days ago; next " + (f"overdue by {-left} days" if overdue else
-                                                            f"due in {left} days")
-                   if since >= 0 else "last scan after the reference date")
+            nxt = f"overdue by {-left} days" if overdue else f"due in {left} days"
+            due = f"last scan {since} days ago; next scan {nxt}" if since >= 0 else "last scan after the reference date"
             extra = {"due_in_days": left}
             if identified:
                 extra["due_date"] = (last + dt.timedelta(days=risk.mri_interval_days)).isoformat()
