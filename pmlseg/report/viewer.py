@@ -127,9 +127,9 @@ def viewer_payload(images: dict, labels: sitk.Image, possible: sitk.Image | None
             reduced.append(k)
     overlays = {}
     for key, lab in (("new", labels), ("possible", possible)):
-        if lab is not None:
-            binary = sitk.Cast(roi(lab) > 0, sitk.sitkUInt8)
-            overlays[key] = nifti_base64(binary)
+        binary = sitk.Cast(roi(lab) > 0, sitk.sitkUInt8) if lab is not None else None
+        if binary is not None and (key == "new" or np.any(sitk.GetArrayViewFromImage(binary))):
+            overlays[key] = nifti_base64(binary)  # an empty "possible" map gets no overlay and no toggle
     return {"volumes": volumes, "labels": {k: backgrounds[k] for k in volumes}, "reduced": reduced,
             "overlays": overlays, "crop_index": index, "crop_size": size, "spacing": list(ref.GetSpacing())}
 
