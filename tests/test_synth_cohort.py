@@ -66,6 +66,26 @@ def test_layout_and_cohort_table(cohort):
     assert not [p for p in cohort.parent.iterdir() if ".partial-" in p.name], "temporary folder left behind"
 
 
+def test_clinical_table_fills_the_risk_and_schedule(cohort):
+    """clinical.tsv (by PatientID, as a clinic would export it): the PML patient is high risk, the other is
+    not; the demo passes it to the workflow with a reference date 90 days after the last scan."""
+    import datetime as dt
+
+    from pmlseg.commands.demo import demo_config
+    from pmlseg.workflow.risk import read_clinical, stratify
+
+    rows = _rows(cohort)
+    identity = [{"patient_id": r["patient_id"], "subject": r["patient_id"]} for r in rows]
+    clinical = read_clinical(cohort / "clinical.tsv", identity)
+    assert set(clinical) == {r["patient_id"] for r in rows}
+    last = {r["patient_id"]: dt.date.fromisoformat(r["study_date"]) for r in rows}  # rows are in visit order
+    risk = {pid: stratify(c, last[pid]) for pid, c in clinical.items()}
+    pml = {r["patient_id"]: r["pml_patient"] == "yes" for r in rows}
+    assert all(risk[pid].high_risk == pml[pid] and risk[pid].per_1000 is not None for pid in risk), risk
+    assert demo_config(cohort) == [f"clinical={cohort / 'clinical.tsv'}",
+                                   f"today={(max(last.values()) + dt.timedelta(days=90)).isoformat()}"]
+
+
 def test_dicom_is_mr_image_storage_with_fake_identifiers(cohort):
     files = [p for p in (cohort / "dicom").rglob("*") if p.is_file()]
     assert len(files) > 300

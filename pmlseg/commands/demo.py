@@ -10,7 +10,10 @@ Shows pmlseg end to end without any patient data:
   1. `pmlseg synth OUT/synth` makes a synthetic DICOM cohort (ICBM152 anatomy bundled in nilearn,
      MS-like lesions, one patient with a PML-like lesion that grows) with ground-truth masks;
   2. `pmlseg run OUT/synth/dicom OUT/results` runs the workflow on it: ingest to BIDS, registration to
-     the rebaseline, new-lesion detection, PML-suspicion scoring, per-visit reports, cohort index;
+     the rebaseline, new-lesion detection, PML-suspicion scoring, per-visit reports, cohort index, with
+     the cohort's clinical table (OUT/synth/clinical.tsv: natalizumab start, anti-JCV index, prior
+     immunosuppressant), so the index shows each patient's PML risk and MRI schedule, dated 90 days after
+     the cohort's last synthetic scan;
   3. grades the detector against the cohort's own truth (pmlseg/synth/grade.py): lesion-wise sensitivity,
      precision, F1 and false positives per follow-up, written to OUT/results/detector_check.json, printed,
      and shown in the cohort index.
@@ -49,12 +52,12 @@ def run(args) -> int:
     else:
         log.info("reusing the synthetic cohort in %s", synth)
     results = out / "results"
-    rc = run_workflow(synth / "dicom", results, cores=args.cores, config=args.config)
+    rc = run_workflow(synth / "dicom", results, cores=args.cores, config=[*demo_config(synth), *args.config])
     if rc != 0:
         return rc
     check = grade(results, synth)
     # the workflow wrote the index before the grading existed: once more, with its box and the same config
-    rc = run_workflow(synth / "dicom", results, cores=args.cores, config=args.config,
+    rc = run_workflow(synth / "dicom", results, cores=args.cores, config=[*demo_config(synth), *args.config],
                       extra=["--forcerun", "cohort_index", "--quiet"])
     if rc != 0:
         return rc
@@ -63,3 +66,17 @@ def run(args) -> int:
           f"(ground truth of the synthetic lesions: {synth / 'ground_truth'}; "
           f"per follow-up figures: {results / 'detector_check.json'})")
     return 0
+
+
+def demo_config(synth) -> list[str]:
+    """--config items for the demo: the synthetic clinical table and a reference date 90 days after the last
+    synthetic scan (today's date would make every demo patient years overdue)."""
+    import datetime as dt
+
+    from pmlseg.workflow.manifest import read_tsv
+
+    clinical, cohort = synth / "clinical.tsv", synth / "ground_truth" / "cohort.tsv"
+    if not (clinical.exists() and cohort.exists()):
+        return []
+    last = max(dt.date.fromisoformat(r["study_date"]) for r in read_tsv(cohort))
+    return [f"clinical={clinical}", f"today={(last + dt.timedelta(days=90)).isoformat()}"]

@@ -14,7 +14,8 @@ subtraction baseline, threshold, 26-connected components of >= 10 mm^3. Writes i
   lesions.tsv         lesion_id, volume_mm3, centroid_x/y/z (LPS mm, ITK physical space), new_or_enlarging,
                       location and shape features, pml_score (0-1), pml_suspicion, reasons (docs/pml_score.md)
   qc.json             status, registration QC, timings, model name + sha256
-  report.html/.pdf    reviewer's report: lesions sorted by PML suspicion, crops, slice viewer, decision export
+  report.html/.pdf    reviewer's report: lesions sorted by PML suspicion, rebaseline and follow-up side by side
+                      in an embedded viewer (NiiVue, offline), crops, decision export
   dicom/              DICOM SEG of the new lesions and SR (TID 1500) with the measurements
   baseline_space/     optional T1/T2/DWI inputs resampled onto the rebaseline FLAIR grid
 A failed registration QC stops with an error naming both files (exit 1); with --allow-qc-failure it

@@ -141,7 +141,7 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     from pmlseg.atomic import write_nifti, write_text
     from pmlseg.detect import postprocess
     from pmlseg.detect.network import DEFAULT_CONFIG
-    from pmlseg.detect.predictor import prepare_pair, read_image
+    from pmlseg.detect.predictor import from_array, prepare_pair, read_image
 
     t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out)
@@ -228,7 +228,12 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
                   "dwi_fu": in_baseline_space.get("followup_dwi")}
         qc_line = {"status": "pass" if pair.qc.passed else "fail",
                    "detail": f"registration similarity {pair.qc.similarity:.2f}; {method} detection"}
-        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=bids_header(followup))
+        # the report's viewer is cropped to the brain both visits cover (the working grid's mask)
+        brain = sitk.Resample(from_array(pair.mask.astype(np.uint8), pair.grid), pair.baseline, sitk.Transform(),
+                              sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session")}
+        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header,
+                                              crop_mask=brain)
         timings["characterise_report_s"] = round(time.perf_counter() - t, 2)
     qc["timings"] = {**timings, "total_s": round(time.perf_counter() - t0, 2),
                      "cpu_s": round(time.process_time() - c0, 2)}

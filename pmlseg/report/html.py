@@ -1,6 +1,6 @@
-"""Self-contained reviewer's report (report.html): no network, images base64-embedded, a small canvas
-slice viewer (hand-written, no bundled library: the volumes are embedded as 8-bit base64 arrays of the
-follow-up FLAIR and the label map, which stays small), and per-lesion decision capture exported as JSON.
+"""Self-contained reviewer's report (report.html): no network; the rebaseline and follow-up side by side in
+NiiVue (pmlseg.report.viewer: library and volumes embedded), a lesion table that drives it, per-lesion crops
+(PNG, base64) with the PML rules, and per-lesion decision capture exported as JSON.
 
 Pseudonymous by default: the header shows only the pseudonym given in ``header['subject']``; the
 identified fields (``header['identity']``) are printed only when ``identified=True``.
@@ -14,11 +14,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.atomic import write_text
 from pmlseg.report.figures import figure_png, lesion_figure
+from pmlseg.report.viewer import NIIVUE_VERSION, lesion_targets, niivue_js, viewer_js, viewer_payload
 
 DECISIONS = ("confirm_new_lesion", "not_a_lesion", "suspect_pml")
 SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
@@ -43,49 +43,19 @@ function exportDecisions() {
   window.lastExport = collect();
 }
 document.getElementById('export').addEventListener('click', exportDecisions);
-// slice viewer: 8-bit volume + label map, axial slices, lesion outline in red
-(function () {
-  const V = JSON.parse(document.getElementById('viewer-data').textContent);
-  if (!V) return;
-  const dec = s => Uint8Array.from(atob(s), c => c.charCodeAt(0));
-  const img = dec(V.image), lab = dec(V.labels);
-  const [nz, ny, nx] = V.shape;
-  const cv = document.getElementById('viewer'), ctx = cv.getContext('2d');
-  cv.width = nx; cv.height = ny;
-  const slider = document.getElementById('slice');
-  slider.max = nz - 1; slider.value = V.start;
-  function draw() {
-    const z = +slider.value, id = ctx.createImageData(nx, ny);
-    for (let i = 0; i < nx * ny; i++) {
-      const v = img[z * nx * ny + i], l = lab[z * nx * ny + i];
-      id.data[4 * i] = l ? 255 : v; id.data[4 * i + 1] = l ? v * 0.4 : v; id.data[4 * i + 2] = l ? v * 0.4 : v;
-      id.data[4 * i + 3] = 255;
-    }
-    ctx.putImageData(id, 0, 0);
-    document.getElementById('slice-no').textContent = `slice ${z + 1}/${nz}`;
-  }
-  slider.addEventListener('input', draw); draw();
-})();
 """
 
 _CSS = """
 body{font-family:sans-serif;margin:1.5em;max-width:1100px} table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:3px 6px;font-size:13px} .high{background:#fbb} .moderate{background:#fe9}
 .low{background:#dfd} .lesion{border-top:2px solid #888;margin-top:1.5em} .warn{color:#a00}
-canvas{image-rendering:pixelated;width:512px;border:1px solid #444} img{max-width:100%}
+img{max-width:100%} .small{font-size:12px;color:#555}
+#lesion-table tr[data-lesion]{cursor:pointer} #lesion-table tr.current{outline:3px solid #1565c0}
+tr.possible td:first-child{border-left:6px solid #2e9e44} .new-key{color:#d00;font-weight:bold}
+.possible-key{color:#2e9e44;font-weight:bold} .vpair{display:flex;gap:8px} .vpair figure{flex:1;margin:0}
+.vbox{height:440px;background:#000} .vpair canvas{width:100%;height:100%;display:block}
+.vcontrols button.on{background:#1565c0;color:#fff} #viewer-pos{font-family:monospace}
 """
-
-
-def _viewer_payload(labels: sitk.Image, image: sitk.Image, max_inplane: int = 192) -> dict:
-    a = sitk.GetArrayFromImage(image).astype(np.float32)
-    lab = sitk.GetArrayFromImage(labels)
-    step = max(1, int(np.ceil(max(a.shape[1:]) / max_inplane)))
-    a, lab = a[:, ::step, ::step], lab[:, ::step, ::step]
-    lo, hi = np.percentile(a, [1, 99.5])
-    u8 = (np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
-    zs = np.argwhere(lab > 0)[:, 0]
-    return {"shape": list(u8.shape), "start": int(np.median(zs)) if zs.size else u8.shape[0] // 2,
-            "image": base64.b64encode(u8.tobytes()).decode(), "labels": base64.b64encode((lab > 0).astype(np.uint8).tobytes()).decode()}
 
 
 def _fmt(v) -> str:
@@ -96,29 +66,90 @@ def _fmt(v) -> str:
     return html.escape(str(v))
 
 
+def _lesion_table(order: list[dict]) -> str:
+    """The lesion table that drives the viewer: one row per lesion (click or n/p: both views jump to it), the
+    review-only "possible" lesions last (ids P1, P2, ...: no crops, no decision); the optional columns
+    (category, confidence, PML explanation) only when some lesion has them."""
+    present = lambda keys: [k for k in keys if any(d.get(k) not in (None, "") for d in order)]  # noqa: E731
+    optional, explain = present(("category", "confidence")), present(("pml_explanation", "pml_unavailable"))
+    head = ("<tr><th>lesion</th>" + "".join(f"<th>{k}</th>" for k in optional) +
+            "<th>suspicion</th><th>score</th><th>volume mm³</th><th>max diam. mm</th><th>location</th>"
+            "<th>lobe / side</th><th>new/enlarging</th>" + ("<th>why (top features, log-odds)</th>" if explain else "") +
+            "</tr>")
+    rows = []
+    for d in order:
+        lid = d["lesion_id"]
+        cls = " ".join(x for x in (str(d.get("pml_suspicion") or ""), "possible" if d.get("category") == "possible"
+                                   else "") if x)
+        why = _fmt(d.get("pml_explanation")) if d.get("pml_explanation") not in (None, "") else ""
+        if d.get("pml_unavailable"):
+            why += f"<br><small>not measured: {_fmt(d['pml_unavailable'])}</small>"
+        crops = "" if d.get("category") == "possible" else f" <a href='#lesion-{lid}' title='crops and rules'>crops</a>"
+        rows.append(f"<tr class='{cls}' data-lesion='{lid}' title='show lesion {lid} in both views'>"
+                    f"<td>{lid}{crops}</td>" +
+                    "".join(f"<td>{_fmt(d.get(k))}</td>" for k in optional) +
+                    f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
+                    f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
+                    f"<td>{_fmt(d.get('location'))}</td><td>{_fmt(d.get('lobe'))} / {_fmt(d.get('hemisphere'))}</td>"
+                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td>" + (f"<td class=why>{why}</td>" if explain else "") + "</tr>")
+    return f"<table id=lesion-table>{head}{''.join(rows)}</table>"
+
+
+def _baseline_name(header: dict) -> str:
+    """What the left view shows: the visit detection compared against (the rebaseline, or for a report
+    against the previous visit, that visit), named by its session when the header has it."""
+    return f"Baseline ({header['baseline_session']})" if header.get("baseline_session") else "Rebaseline"
+
+
+def _viewer_panel(payload: dict | None, header: dict) -> str:
+    if payload is None:
+        return "<p id=viewer-status></p><p id=viewer-pos></p>"
+    fu = "".join(f"<option value='{k}'>{html.escape(t)}</option>" for k, t in payload["labels"].items() if k != "flair_bl")
+    toggles = "".join(f"<label><input type=checkbox data-overlay={k} checked> {t}</label> "
+                      for k, t in (("new", "<span class=new-key>new lesions</span>"),
+                                   ("possible", "<span class=possible-key>possible lesions</span>"))
+                      if k in payload["overlays"])
+    views = "".join(f"<button data-slice={v}>{v}</button>" for v in ("axial", "coronal", "sagittal", "multiplanar"))
+    return f"""<div class=vcontrols>{views} &nbsp; {toggles} &nbsp; follow-up image <select id=fu-image>{fu}</select>
+<br>window <input type=range id=wl-window min=2 max=200 value=100> level <input type=range id=wl-level min=0 max=150
+value=50> <button id=wl-reset>reset</button> &nbsp; zoom <button id=zoom-out>−</button><button id=zoom-in>+</button>
+&nbsp; <button id=prev>◀ previous lesion (p)</button> <button id=next>next lesion (n) ▶</button></div>
+<div class=vpair><figure><figcaption>{html.escape(_baseline_name(header))} FLAIR</figcaption><div class=vbox>
+<canvas id=nv-bl></canvas></div></figure><figure><figcaption id=fu-caption>Follow-up FLAIR (on the baseline grid)
+</figcaption><div class=vbox><canvas id=nv-fu></canvas></div></figure></div><p id=viewer-pos></p><p id=viewer-status class=warn>loading the viewer ...</p>
+<p class=small>Radiological convention (patient's right on the left, sagittal nose left; letters mark the sides).
+Left click: move the crosshair (both views follow); right drag: window/level of that view; scroll: slices;
+the table, n/p: jump to a lesion.</p>"""
+
+
+def _possible_rows(rows: list[dict] | None, lesions: list[dict]) -> list[dict]:
+    """possible_lesions.tsv rows as table rows (id P<n>, category "possible"); the other lesions then say
+    "new" in the category column."""
+    if not rows:
+        return []
+    for d in lesions:
+        d.setdefault("category", "new")
+    return [{**r, "lesion_id": f"P{r['lesion_id']}", "category": "possible"} for r in rows]
+
+
 def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict | None = None,
-                header: dict | None = None, identified: bool = False) -> str:
+                header: dict | None = None, identified: bool = False, possible: sitk.Image | None = None,
+                crop_mask: sitk.Image | None = None, possible_rows: list[dict] | None = None) -> str:
     header = header or {}
     qc = qc or {}
+    lesions = [dict(d) for d in lesions]
+    extra = _possible_rows(possible_rows, lesions)
     order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
     report_id = header.get("report_id") or f"pmlseg-{int(time.time())}"
     head = [f"<p><b>Subject:</b> {html.escape(str(header.get('subject', 'pseudonymised')))}"
-            f" &nbsp; <b>Follow-up:</b> {html.escape(str(header.get('session', 'n/a')))}</p>"]
+            f" &nbsp; <b>Follow-up:</b> {html.escape(str(header.get('session', 'n/a')))}"
+            + (f" &nbsp; <b>Compared with:</b> {html.escape(str(header['baseline_session']))}"
+               if header.get("baseline_session") else "") + "</p>"]
     if identified and header.get("identity"):
         head.append("<p class=warn><b>Identified report.</b> " +
                     ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in header["identity"].items()) + "</p>")
     qc_status = qc.get("status", "not assessed")
     counts = {lv: sum(d.get("pml_suspicion") == lv for d in lesions) for lv in ("high", "moderate", "low")}
-    rows = []
-    for d in order:
-        rows.append(f"<tr class='{d.get('pml_suspicion')}'><td><a href='#lesion-{d['lesion_id']}'>{d['lesion_id']}</a></td>"
-                    f"<td>{_fmt(d.get('pml_suspicion'))}</td><td>{_fmt(d.get('pml_score'))}</td>"
-                    f"<td>{_fmt(d.get('volume_mm3'))}</td><td>{_fmt(d.get('max_diameter_mm'))}</td>"
-                    f"<td>{_fmt(d.get('location'))}</td><td>{_fmt(d.get('lobe'))} / {_fmt(d.get('hemisphere'))}</td>"
-                    f"<td>{_fmt(d.get('new_or_enlarging'))}</td>"
-                    f"<td class=why>{_fmt(d.get('pml_explanation'))}"
-                    + (f"<br><small>not measured: {_fmt(d['pml_unavailable'])}</small>" if d.get("pml_unavailable") else "")
-                    + "</td></tr>")
     sections = []
     for d in order:
         lid = d["lesion_id"]
@@ -132,31 +163,48 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
             f"(score {_fmt(d.get('pml_score'))})</h3><img alt='lesion {lid}' src='data:image/png;base64,{png}'>"
             f"<table><tr><th>rule</th><th>log-odds</th><th>detail</th></tr>{reasons}</table>"
             f"<p>{radios}<br><textarea id='com-{lid}' rows=2 cols=80 placeholder='comment'></textarea></p></div>")
-    viewer = _viewer_payload(labels, images["flair_fu"]) if images.get("flair_fu") is not None else None
-    data = json.dumps({"report_id": report_id, "lesions": [d["lesion_id"] for d in order]})
+    payload = viewer_payload(images, labels, possible, crop_mask)
+    data = json.dumps({"report_id": report_id, "lesions": [d["lesion_id"] for d in order],
+                       "order": [str(d["lesion_id"]) for d in order + extra],
+                       "targets": lesion_targets(order + extra, labels)})
+    scripts = (f"<script>{niivue_js()}</script><script>{viewer_js()}</script>" if payload else "")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
 <style>{_CSS}</style></head><body>
 <h1>New-lesion report with PML-suspicion flags</h1>{''.join(head)}
 <p><b>QC:</b> {html.escape(str(qc_status))} {html.escape(str(qc.get('detail', '')))}</p>
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
 <p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
-<table><tr><th>lesion</th><th>suspicion</th><th>score</th><th>volume mm³</th><th>max diam. mm</th><th>location</th>
-<th>lobe / side</th><th>new/enlarging</th><th>why (top features, log-odds)</th></tr>{''.join(rows)}</table>
-<h2>Viewer (follow-up FLAIR on the rebaseline grid, lesions red)</h2>
-<canvas id=viewer></canvas><br><input type=range id=slice min=0 value=0 style='width:512px'> <span id=slice-no></span>
+{_lesion_table(order + extra)}
+<h2>Viewer: {html.escape(_baseline_name(header).lower())} and follow-up, lesions overlaid</h2>
+{_viewer_panel(payload, header)}
 <h2>Lesions</h2>{''.join(sections)}
 <p><button id=export>Export decisions (JSON)</button> then run <code>pmlseg review import decisions.json DIR</code></p>
 <script type=application/json id=lesion-data>{data}</script>
-<script type=application/json id=viewer-data>{json.dumps(viewer)}</script>
-<script>{_JS}</script></body></html>"""
+<script type=application/json id=viewer-data>{json.dumps(payload)}</script>
+<script>{_JS}</script>{scripts}
+<p class=small>Viewer: NiiVue {NIIVUE_VERSION} (BSD-2-Clause, embedded).</p></body></html>"""
 
 
 def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image, qc: dict | None = None,
-                 header: dict | None = None, identified: bool = False, pdf: bool = True) -> dict[str, Path]:
-    """Write OUT/report.html (and report.pdf, characterisation.json); returns the paths written."""
+                 header: dict | None = None, identified: bool = False, pdf: bool = True,
+                 possible: sitk.Image | None = None, crop_mask: sitk.Image | None = None) -> dict[str, Path]:
+    """Write OUT/report.html (and report.pdf, characterisation.json); returns the paths written.
+
+    ``possible``: the map of "possible" lesions, drawn in another colour (read from
+    OUT/possible_lesions.nii.gz when not given and that file exists; their rows, from OUT/possible_lesions.tsv,
+    are listed in the lesion table); ``crop_mask``: the brain, to crop the viewer's volumes (else the head
+    foreground of the rebaseline FLAIR)."""
     out = Path(out_dir)
+    if possible is None and (out / "possible_lesions.nii.gz").exists():
+        possible = sitk.ReadImage(str(out / "possible_lesions.nii.gz"))
+    possible_rows = None
+    if possible is not None and (out / "possible_lesions.tsv").exists():
+        from pmlseg.workflow.manifest import read_tsv
+
+        possible_rows = read_tsv(out / "possible_lesions.tsv")
     paths = {"html": out / "report.html", "json": out / "characterisation.json"}
-    write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified))
+    write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
+                                          possible_rows))
     write_text(paths["json"], json.dumps(lesions, indent=1, default=float))
     if pdf:
         from pmlseg.report.pdf import write_pdf

@@ -62,12 +62,13 @@ def write_lesion_table(path: Path, columns: list[str], rows: list[dict]) -> None
 
 def characterise_and_report(out_dir, labels, detected: list[dict], images: dict, qc: dict,
                             header: dict | None = None, identified: bool = False, dicom: bool = True,
-                            brain_mask=None) -> list[dict]:
+                            brain_mask=None, crop_mask=None) -> list[dict]:
     """Characterise and score the detected lesions, then write lesions.tsv, report.html/.pdf and DICOM.
 
     ``labels``: label map on the rebaseline grid (value i = row i of ``detected``); ``images``: 'flair_bl',
-    'flair_fu' and optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu', all on that grid. Returns the merged rows
-    (each with the full feature dict under 'features').
+    'flair_fu' and optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu', all on that grid; ``crop_mask`` (else
+    ``brain_mask``): the brain the report's viewer is cropped to. Returns the merged rows (each with the full
+    feature dict under 'features').
     """
     from pmlseg.characterise import characterise_lesions, load_rules, score_pml
     from pmlseg.report.html import write_report
@@ -81,7 +82,8 @@ def characterise_and_report(out_dir, labels, detected: list[dict], images: dict,
     report_lesions = [{**by_id.get(int(r["lesion_id"]), {}), **{k: r[k] for k in r if k != "reasons"},
                        "reasons": by_id.get(int(r["lesion_id"]), {}).get("reasons", [])} for r in rows]
     report_lesions.sort(key=lambda r: -(r.get("pml_score") or 0.0))
-    write_report(out, report_lesions, images, labels, qc=qc, header=header, identified=identified)
+    write_report(out, report_lesions, images, labels, qc=qc, header=header, identified=identified,
+                 crop_mask=crop_mask if crop_mask is not None else brain_mask)
     if dicom:
         from pmlseg.report.dicom_outputs import write_dicom_outputs
 

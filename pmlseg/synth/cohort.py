@@ -3,6 +3,9 @@
 Layout of ``OUT``::
 
     dicom/<study folder>/<series folder>/<files>          PACS-export-like, vendor-specific names
+    clinical.tsv                                           the clinic's table (by PatientID): natalizumab start,
+                                                           anti-JCV index, prior immunosuppressant, for the
+                                                           PML risk and MRI schedule (`pmlseg run --config clinical=`)
     ground_truth/cohort.tsv                                one row per visit (fake IDs, dates, protocols, counts)
     ground_truth/series.tsv                                one row per series folder: expected = FLAIR, T1w,
                                                            T2w, dwi, skip:localizer or skip:derived
@@ -44,6 +47,17 @@ log = logging.getLogger(__name__)
 
 #: stored pixel = intensity * PIXEL_SCALE (WM ~ 500-1200 on every contrast, all below 12 bits)
 PIXEL_SCALE = 1500.0
+
+
+def clinical_row(p: int, pid: str, pml: bool, baseline_date: dt.date) -> dict:
+    """A plausible clinical row, fixed per patient (no random draw, so the images do not change): the PML
+    patient is high risk (anti-JCV index 2.4, 4 years of natalizumab at the rebaseline); the others rotate
+    through anti-JCV negative, low index and prior immunosuppressant, so the demo shows each risk stratum."""
+    kinds = [("negative", "no", 30), ("0.6", "no", 20), ("1.2", "yes", 36)]
+    jcv, prior, months = ("2.4", "no", 48) if pml else kinds[p % len(kinds)]
+    start = baseline_date - dt.timedelta(days=round(months * 30.44))
+    return {"patient_id": pid, "natalizumab_start": start.isoformat(), "jcv_index": jcv,
+            "prior_immunosuppressant": prior}
 
 
 @dataclass
@@ -328,6 +342,7 @@ def generate_cohort(out: str | os.PathLike, n_patients: int = 3, n_visits: int =
         pml_patient = seed % n_patients
         rows: list[dict] = []
         series_rows: list[dict] = []
+        clinical: list[dict] = []
         n_files = 0
         bar = progress(total=n_patients * n_visits, desc="synth visits", unit="visit",
                        disable=None if show_progress else True)
@@ -355,6 +370,8 @@ def generate_cohort(out: str | os.PathLike, n_patients: int = 3, n_visits: int =
                 table, change_mm3, prev_masks = visit.truth(history, prev_masks, baseline_motion)
                 baseline_motion = baseline_motion or visit.motion
                 n_files += visit.n_files
+                if v == 0:
+                    clinical.append(clinical_row(p, visit.pid, p == pml_patient, baseline_date))
                 series_rows += visit.series_rows
                 pml_rows = [r for r in table if r["kind"] == "pml" and r["location"] != "satellite"]
                 rows.append({
@@ -373,6 +390,7 @@ def generate_cohort(out: str | os.PathLike, n_patients: int = 3, n_visits: int =
         bar.close()
         write_tsv(tmp / "ground_truth" / "cohort.tsv", rows, list(rows[0].keys()))
         write_tsv(tmp / "ground_truth" / "series.tsv", series_rows, list(series_rows[0].keys()))
+        write_tsv(tmp / "clinical.tsv", clinical, list(clinical[0].keys()))
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

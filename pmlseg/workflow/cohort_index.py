@@ -118,13 +118,15 @@ def _e(x) -> str:
     return html.escape(str(x if x is not None else ""))
 
 
-def timeline_svg(points: list[tuple[float, int, float, str]], width: int = 420, height: int = 150) -> str:
-    """Inline SVG: new-lesion count (bars) and new-lesion volume (line) against days since rebaseline."""
+def timeline_svg(points: list[tuple[float, int, float, str]], width: int = 420, height: int = 150,
+                 due_day: float | None = None) -> str:
+    """Inline SVG: new-lesion count (bars) and new-lesion volume (line) against days since rebaseline, and
+    the next scan due (dashed line, when a clinical table gives the interval)."""
     if not points:
         return '<p class="small">no analysed follow-up</p>'
     pad_l, pad_r, pad_t, pad_b = 40, 50, 12, 28
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
-    xmax = max(max(p[0] for p in points), 1.0)
+    xmax = max(max(p[0] for p in points), due_day or 0.0, 1.0)
     cmax = max(max(p[1] for p in points), 1)
     vmax = max(max(p[2] for p in points), 1.0)
     X = lambda d: pad_l + w * d / xmax  # noqa: E731
@@ -144,6 +146,11 @@ def timeline_svg(points: list[tuple[float, int, float, str]], width: int = 420, 
     parts.append(f'<polyline points="{line}" fill="none" stroke="#2c6fbb" stroke-width="2"/>')
     for d, c, v, ses in points:
         parts.append(f'<circle cx="{X(d):.1f}" cy="{pad_t + h - h * v / vmax:.1f}" r="3" fill="#2c6fbb"/>')
+    if due_day is not None:
+        parts.append(f'<line x1="{X(due_day):.1f}" y1="{pad_t}" x2="{X(due_day):.1f}" y2="{pad_t + h}" stroke="#b00020" '
+                     f'stroke-dasharray="4 3"><title>next scan due (day {due_day:.0f})</title></line>'
+                     f'<text x="{X(due_day) - 3:.1f}" y="{pad_t + 22}" font-size="9" fill="#b00020" '
+                     f'text-anchor="end">next scan due</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -167,8 +174,32 @@ def _link(href: str, text: str) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else ""
 
 
+def triage(sub: str, sessions: list[dict], risk: dict) -> tuple[tuple, list[str]]:
+    """(sort key, reasons) for what a reader should open first: high PML suspicion, then new lesions at the
+    latest analysed follow-up, then any suspicion, an overdue scan, a failed visit; then the PML score."""
+    mine = [s for s in sessions if s["subject"] == sub]
+    sus = max((suspicion_rank(s.get("pml_suspicion", "")) for s in mine), default=0)
+    score = max((_num(s.get("max_pml_score")) for s in mine), default=0.0)
+    analysed = [s for s in mine if s["n_new_lesions"] != ""]
+    latest = analysed[-1] if analysed else None
+    n_new = int(_num(latest["n_new_lesions"])) if latest else 0
+    failed = [s for s in mine if s["qc"] == "failed"]
+    why = []
+    if sus >= 2:
+        at = [s["session"] for s in mine if suspicion_rank(s.get("pml_suspicion", "")) == sus]
+        why.append(f"{'high' if sus >= 3 else 'moderate'} PML suspicion ({', '.join(at)})")
+    if n_new:
+        why.append(f"{n_new} new lesion{'s' if n_new > 1 else ''} at {latest['session']}")
+    if risk.get("overdue"):
+        why.append(f"scan overdue by {-risk['due_in_days']} days" if "due_in_days" in risk else "scan overdue")
+    why += [f"failed visit {s['session']}: {s['reason'] or 'see logs'}" for s in failed]
+    key = (-(sus >= 3), -(n_new > 0), -sus, -bool(risk.get("overdue")), -bool(failed), -score)
+    return key, why
+
+
 def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: dict, *,
-                 identities: dict | None = None, today: dt.date | None = None) -> str:
+                 identities: dict | None = None, today: dt.date | None = None,
+                 scan_dates: dict | None = None) -> str:
     subjects = sorted({s["subject"] for s in sessions})
     # from the visit rows (detection's own tables), so a failed tracking step cannot hide a suspicious lesion
     sus_of = {sub: max((suspicion_rank(x.get("pml_suspicion", "")) for x in sessions if x["subject"] == sub),
@@ -176,7 +207,8 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
     score_of = {sub: max((_num(x.get("max_pml_score")) for x in sessions if x["subject"] == sub), default=0.0)
                 for sub in subjects}
     overdue = {sub for sub, r in risks.items() if r.get("overdue")}
-    order = sorted(subjects, key=lambda s: (-sus_of[s], -score_of[s], s not in overdue, s))
+    needs = {sub: triage(sub, sessions, risks.get(sub, {})) for sub in subjects}
+    order = sorted(subjects, key=lambda s: (needs[s][0], s))
     problems = [s for s in sessions if s["qc"] not in ("ok", "skipped") or s["reason"]]
     n_sus = sum(1 for s in subjects if sus_of[s] >= 2)
     body = [f"<h1>pmlseg cohort index</h1><p>{len(subjects)} patients, {len(sessions)} visits, "
@@ -186,7 +218,8 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             '<p class="small">Research reading aid, not a diagnostic device: every flag must be confirmed by a '
             "neuroradiologist. Tables: <a href=\"sessions.tsv\">sessions.tsv</a>, "
             '<a href="lesions.tsv">lesions.tsv</a>.</p>', _detector_check_box(out)]
-    body.append("<h2>Patients</h2><table><tr><th>subject</th><th>max PML suspicion</th><th>max PML score</th>"
+    body.append("<h2>Patients, most in need of a reader first</h2><table id=patients><tr><th>subject</th>"
+                "<th>needs a reader because</th><th>max PML suspicion</th><th>max PML score</th>"
                 "<th>new lesions (latest)</th><th>PML risk /1000</th><th>MRI interval</th><th>next scan</th></tr>")
     for sub in order:
         last = [s for s in sessions if s["subject"] == sub and s["n_new_lesions"] != ""]
@@ -194,7 +227,9 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
         cls = ' class="sus"' if sus_of[sub] >= 2 else ""
         sus = max((x.get("pml_suspicion", "") for x in sessions if x["subject"] == sub), key=suspicion_rank,
                   default="")
-        body.append(f'<tr{cls}><td><a href="#{_e(sub)}">{_e(sub)}</a></td><td>{_e(sus or "none")}</td>'
+        body.append(f'<tr{cls} data-subject="{_e(sub)}"><td><a href="#{_e(sub)}">{_e(sub)}</a></td>'
+                    f'<td>{"; ".join(_e(x) for x in needs[sub][1]) or "stable: nothing to read"}</td>'
+                    f'<td>{_e(sus or "none")}</td>'
                     f"<td>{score_of[sub]:.2f}</td><td>{_e(last[-1]['n_new_lesions'] if last else '-')}</td>"
                     f"<td>{_e(r.get('per_1000', ''))}</td><td>{_e(r.get('interval', ''))}</td>"
                     f"<td>{'<span class=fail>OVERDUE</span> ' if r.get('overdue') else ''}{_e(r.get('due', ''))}</td></tr>")
@@ -222,12 +257,17 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
                         f"recommended MRI every {_e(r['interval'])}; {_e(r['due'])}"
                         f"{' — <span class=fail>OVERDUE</span>' if r.get('overdue') else ''}"
                         f"{'. ' + _e(r['note']) if r.get('note') else ''}</p>")
-        body.append(timeline_svg(pts))
-        body.append("<table><tr><th>session</th><th>role</th><th>days</th><th>QC</th><th>new lesions</th>"
+        last_day = max((_num(s["interval_days"]) for s in mine if s["interval_days"] != ""), default=None)
+        due_day = last_day + r["interval_days"] if r and last_day is not None else None
+        body.append(timeline_svg(pts, due_day=due_day))
+        dates = (scan_dates or {}).get(sub)
+        body.append("<table><tr><th>session</th>" + ("<th>scan date</th>" if dates else "") +
+                    "<th>role</th><th>days</th><th>QC</th><th>new lesions</th>"
                     "<th>volume mm³</th><th>new since previous</th><th>PML suspicion</th><th>reports</th></tr>")
         for s in mine:
             qcls = {"ok": "ok", "failed": "fail"}.get(s["qc"], "warn")
-            body.append(f"<tr><td>{_e(s['session'])}</td><td>{_e(s['role'])}</td><td>{_e(s['interval_days'])}</td>"
+            body.append(f"<tr><td>{_e(s['session'])}</td>" + (f"<td>{_e(dates.get(s['session'], ''))}</td>" if dates else "")
+                        + f"<td>{_e(s['role'])}</td><td>{_e(s['interval_days'])}</td>"
                         f'<td class="{qcls}" title="{_e(s["reason"])}">{_e(s["qc"])}</td>'
                         f"<td>{_e(s['n_new_lesions'])}</td><td>{_e(s['new_volume_mm3'])}</td>"
                         f"<td>{_e(s['n_new_since_previous'])}</td><td>{_e(s['pml_suspicion'])}</td>"
@@ -251,8 +291,9 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             f"<p class=small>pmlseg {_e(__import__('pmlseg').__version__)} {stamp}</p></body></html>\n")
 
 
-def compute_risks(out: Path, clinical: Path | None, today: dt.date) -> dict[str, dict]:
-    """Risk stratum, MRI interval and overdue flag per subject (dates stay inside this function)."""
+def compute_risks(out: Path, clinical: Path | None, today: dt.date, identified: bool = False) -> dict[str, dict]:
+    """Risk stratum, MRI interval, days to the next scan and overdue flag per subject (dates stay inside this
+    function unless ``identified``)."""
     if not clinical:
         return {}
     from pmlseg.workflow.risk import read_clinical, stratify
@@ -269,15 +310,23 @@ def compute_risks(out: Path, clinical: Path | None, today: dt.date) -> dict[str,
         risk = stratify(c, last or today)
         months = risk.mri_interval_days / 30.44
         interval = f"{months:.0f} months"
+        extra = {}
         if last:
             since = (today - last).days
-            overdue = since > risk.mri_interval_days
-            due = f"last scan {since} days ago" if since >= 0 else "last scan after the reference date"
+            left = risk.mri_interval_days - since
+            overdue = left < 0
+            nxt = f"overdue by {-left} days" if overdue else f"due in {left} days"
+            due = f"last scan {since} days ago; next scan {nxt}" if since >= 0 else "last scan after the reference date"
+            extra = {"due_in_days": left}
+            if identified:
+                extra["due_date"] = (last + dt.timedelta(days=risk.mri_interval_days)).isoformat()
+                due += f" ({extra['due_date']})"
         else:
             overdue, due = False, "no scan yet"
         risks[sub] = {"per_1000": "unknown" if risk.per_1000 is None else f"{risk.per_1000:g}",
                       "stratum": risk.stratum, "high_risk": risk.high_risk, "interval": interval,
-                      "overdue": overdue, "due": due, "note": risk.note}
+                      "interval_days": risk.mri_interval_days, "overdue": overdue, "due": due,
+                      "note": risk.note, **extra}
     return risks
 
 
@@ -287,10 +336,17 @@ def write_index(out: Path, clinical: Path | None = None, identified: bool = Fals
     sessions, lesions = build_tables(out)
     write_tsv(out / "sessions.tsv", sessions, SESSION_COLUMNS)
     write_tsv(out / "lesions.tsv", lesions, lesion_columns(lesions))
-    risks = compute_risks(out, clinical, today)
-    identities = None
+    risks = compute_risks(out, clinical, today, identified)
+    identities = scan_dates = None
     if identified:
-        identities = {r["subject"]: r["patient_id"] for r in read_tsv(out / "identity.tsv")}
-    write_text(out / "index.html", render_index(out, sessions, lesions, risks, identities=identities, today=today))
+        identity = read_tsv(out / "identity.tsv")
+        identities = {r["subject"]: r["patient_id"] for r in identity}
+        scan_dates = {}
+        for r in identity:
+            d = parse_date(r.get("study_date", ""), str(out / "identity.tsv"))
+            if d and r.get("session"):
+                scan_dates.setdefault(r["subject"], {})[r["session"]] = d.isoformat()
+    write_text(out / "index.html", render_index(out, sessions, lesions, risks, identities=identities, today=today,
+                                                scan_dates=scan_dates))
     return {"sessions": len(sessions), "lesions": len(lesions),
             "failed": sum(s["qc"] == "failed" for s in sessions), "risks": len(risks)}
