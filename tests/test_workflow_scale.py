@@ -144,3 +144,24 @@ def test_dry_run_plans_one_detection_job_per_patient(tmp_path):
         counts[rule] = int(n)
     assert counts["detect"] == 5 and counts["register"] == 15 and counts["preprocess"] == 20
     assert counts["track"] == 5 and counts["chain_previous"] == 10
+
+
+def test_slurm_profile_submits_one_group_job_per_patient(tmp_path):
+    """What `pmlseg run --executor slurm` plans (dry run: nothing is submitted, no cluster needed)."""
+    from workflow_scale import fake_ingest
+
+    from pmlseg.workflow.snakemake_runner import snakemake_command
+
+    dicom, out = fake_ingest(tmp_path, 3, 3)
+    cmd = snakemake_command(dicom, out, dry_run=True)
+    cmd[cmd.index("--workflow-profile") + 1] = str(REPO / "workflow" / "profiles" / "slurm")
+    p = subprocess.run([*cmd, "--executor", "slurm", "--jobs", "4", "--slurm-no-account"], capture_output=True,
+                       text=True, timeout=300)
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text[-3000:]
+    groups = text.split("Group job patient")[1:]
+    assert len(groups) == 3                       # 3 submissions for 9 visits (+ ingest, already done here)
+    for g in groups:
+        body = g.split("\nrule ")[0]             # up to the next job outside the group
+        assert body.count("rule preprocess:") == 3 and body.count("rule register:") == 2
+        assert body.count("rule detect:") == 1 and body.count("rule chain_previous:") == 1
