@@ -120,3 +120,19 @@ def test_a_damaged_bundled_model_is_refused_by_name(tmp_path, monkeypatch):
         Predictor(None, "cpu")
     monkeypatch.setenv("PMLSEG_MODELS_DIR", str(tmp_path / "empty"))
     assert resolve_model(None) == REPO / "models" / "newlesion-2p5d"   # falls back to the shipped models/
+
+
+def test_environment_yml_installs_pmlseg_the_way_pip_does():
+    """conda supplies Python and pip only; pmlseg and its pinned dependencies come from pyproject.toml."""
+    import tomllib
+
+    import yaml
+
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(d.split("=")[0] for d in conda) == ["pip", "python"], conda
+    assert [p for p in pip if not p.startswith("-")] == [".[test]"]       # this checkout, not editable
+    python = next(d for d in conda if d.startswith("python=")).split("=")[1]
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert tuple(map(int, python.split("."))) >= tuple(map(int, requires.lstrip(">=").split(".")))

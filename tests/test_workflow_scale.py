@@ -91,6 +91,11 @@ def test_one_job_detects_all_follow_ups_with_one_model_and_keeps_done_ones(tmp_p
     # a changed input (re-registered, new file) redoes that case only
     (tmp_path / "fu1.nii.gz").write_bytes(b"changed")
     assert D.run_cases(cases, predictor_factory=factory)["ran"] == 1 and calls == ["fu1.nii.gz"]
+    # a registration that failed on a re-run redoes the case (recorded as failed, not kept as ok)
+    calls.clear()
+    Path(cases[0]["requires"][0]).write_text(json.dumps({"status": "failed", "reason": "QC failed now"}))
+    assert D.run_cases(cases, predictor_factory=factory)["failed"] == 2 and calls == []  # d1 and d3 need it
+    assert json.loads(Path(cases[0]["status"]).read_text())["reason"] == "QC failed now"
     # another method is another result
     calls.clear()
     assert D.run_cases(cases, method="classical")["skipped"] == 0

@@ -33,7 +33,7 @@ CASE_KEYS = {"status", "out", "baseline", "followup", "followup_transform", "opt
 def fingerprint(case: dict, options: dict) -> str:
     """Digest of everything a case's result depends on that can change between runs."""
     files = [case["baseline"], case["followup"], case.get("followup_transform") or "",
-             *sorted((case.get("optional") or {}).values())]
+             *sorted((case.get("optional") or {}).values()), *case.get("requires", [])]
     stamps = []
     for f in files:
         try:
