@@ -329,6 +329,6 @@ def test_runner_picks_squeue_when_accounting_is_off(tmp_path, monkeypatch):
     cmd = R.snakemake_command(tmp_path / "dicom", tmp_path / "out", executor="slurm")
     assert "--slurm-status-command" not in cmd
     monkeypatch.setenv("PMLSEG_SNAKEFILE", str(tmp_path / "nope" / "Snakefile"))
-    monkeypatch.setattr(R, "REPO_DIR", tmp_path)
+    monkeypatch.setattr(R, "resource_dir", lambda: tmp_path)
     with pytest.raises(PmlsegError, match="Snakefile not found"):
         R.find_snakefile()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from pmlseg.memo import by_image_content
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,7 @@ def lps_to_ras(p) -> tuple[float, float, float]:
     return (-float(p[0]), -float(p[1]), float(p[2]))
 
 
+@by_image_content(maxsize=2)  # the same rebaseline for every follow-up of a patient's detection job
 def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None) -> TemplatePriors:
     """Affine-register the ICBM152 T1 template (fixed, masked to the brain) to the subject FLAIR."""
     from pmlseg.registration.affine import register_affine

@@ -23,8 +23,8 @@ is listed in the index with the reason; the rest of the cohort is still processe
 On a SLURM cluster use --executor slurm (jobs go through sbatch; --jobs caps how many are queued).
 On clusters without accounting (sacct disabled) job states are read with squeue automatically.
 Options for the workflow go in --config KEY=VALUE (see configs/config.yaml), e.g.
---config use_gpu=true clinical=clinical.tsv. Set PMLSEG_SNAKEFILE if pmlseg was not installed from a
-clone of its repository.
+--config use_gpu=true clinical=clinical.tsv. The workflow ships inside the installed package (or is
+read from the checkout pmlseg runs from); PMLSEG_SNAKEFILE=/path/to/Snakefile runs another copy.
 """
 
 

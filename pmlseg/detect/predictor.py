@@ -163,12 +163,13 @@ def _bbox(mask: np.ndarray, margin=(16, 16, 0)):
 
 
 def resolve_model(name_or_dir: str | Path | None) -> Path:
-    """A model folder: an existing directory, or a name under the repository's models/."""
-    from pmlseg.paths import MODELS_DIR
+    """A model folder: an existing directory, or a name under $PMLSEG_MODELS_DIR or the shipped models/
+    (the checkout's, or the copy inside an installed wheel: pmlseg.paths)."""
+    from pmlseg.paths import find_model
 
     name = str(name_or_dir or DEFAULT_MODEL)
     p = Path(name)
-    return p if (p.is_dir() or "/" in name) else MODELS_DIR / name
+    return p if (p.is_dir() or "/" in name) else find_model(name)
 
 
 def pick_device(device: str = "auto") -> str:

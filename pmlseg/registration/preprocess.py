@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
+from pmlseg.memo import by_image_content
 from pmlseg.registration.affine import _at_spacing, check_image, check_mask, head_foreground, register_affine
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def _build_template(modality: str, spacing_mm: float) -> tuple[sitk.Image, sitk.
     return tmpl, brain_1mm
 
 
+@by_image_content(maxsize=2)  # a patient's detection job asks for its rebaseline's mask once per follow-up
 def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image",
                return_transform: bool = False):
     """Binary brain mask (UInt8, on ``image``'s grid) from the ICBM152 template registered to ``image``.

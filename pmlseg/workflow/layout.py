@@ -44,6 +44,11 @@ def detect_status(sub: str, ses: str, against: str) -> str:
     return f"{detect_dir(sub, ses, against)}/status.json"
 
 
+def detect_done(sub: str) -> str:
+    """Written by the patient's detection job once every follow-up has its detect status."""
+    return f"{DERIV}/{sub}/detect_done.json"
+
+
 def tracking_dir(sub: str) -> str:
     return f"{DERIV}/{sub}/tracking"
 

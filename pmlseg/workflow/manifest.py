@@ -170,3 +170,41 @@ def read_manifest(path: str | Path) -> list[dict]:
     if rows and set(COLUMNS) - set(rows[0]):
         raise PmlsegError(f"{path}: not a pmlseg manifest (missing {sorted(set(COLUMNS) - set(rows[0]))})")
     return rows
+
+
+@dataclass
+class ManifestIndex:
+    """The manifest's rows with the look-ups the workflow's input functions make, each O(1)."""
+
+    rows: list[dict]
+    visits: dict[tuple[str, str], dict] = field(default_factory=dict)     # (subject, session) -> row
+    rebaselines: dict[str, dict] = field(default_factory=dict)           # subject -> its rebaseline row
+    followups: dict[str, list[dict]] = field(default_factory=dict)       # subject -> follow-up rows, in order
+    subjects: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        for r in self.rows:
+            self.visits[(r["subject"], r["session"])] = r
+            if r["role"] == "rebaseline":
+                self.rebaselines[r["subject"]] = r
+            elif r["role"] == "follow-up":
+                self.followups.setdefault(r["subject"], []).append(r)
+        self.subjects = sorted({r["subject"] for r in self.rows})
+
+
+_INDEX: dict[str, tuple[tuple[int, int], ManifestIndex]] = {}
+
+
+def manifest_index(path: str | Path) -> ManifestIndex:
+    """The manifest at ``path``, read again only when the file changed (mtime or size).
+
+    Snakemake calls the rules' input functions once per job, and every call asks about the manifest:
+    reading it each time made building the job graph grow with the square of the visit count.
+    """
+    key = str(path)
+    st = Path(path).stat()
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _INDEX.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = _INDEX[key] = (stamp, ManifestIndex(read_manifest(path)))
+    return cached[1]

@@ -16,22 +16,22 @@ import sys
 from pathlib import Path
 
 from pmlseg.errors import PmlsegError
-from pmlseg.paths import REPO_DIR
+from pmlseg.paths import resource_dir
 
 log = logging.getLogger(__name__)
 
 
 def find_snakefile() -> Path:
-    """$PMLSEG_SNAKEFILE, else the Snakefile of the repository this package was installed from."""
+    """$PMLSEG_SNAKEFILE, else the Snakefile shipped with this pmlseg (its checkout, or inside the wheel)."""
     env = os.environ.get("PMLSEG_SNAKEFILE")
     candidates = [Path(env)] if env else []
-    candidates.append(REPO_DIR / "Snakefile")
+    candidates.append(resource_dir() / "Snakefile")
     for c in candidates:
         if c.is_file() and (c.parent / "workflow" / "rules").is_dir():
             return c.resolve()
     raise PmlsegError(
-        f"{candidates[0]}: pmlseg's Snakefile not found (it ships with the repository, beside workflow/): "
-        "install pmlseg from a clone with `pip install -e .`, or set PMLSEG_SNAKEFILE=/path/to/pmlseg/Snakefile")
+        f"{candidates[0]}: pmlseg's Snakefile not found (beside workflow/; a checkout or an installed wheel "
+        "carries it): reinstall pmlseg, or set PMLSEG_SNAKEFILE=/path/to/pmlseg/Snakefile")
 
 
 def slurm_accounting_enabled() -> bool:

@@ -1,11 +1,12 @@
 # Shared helpers: output layout, the visit manifest (read after the ingest checkpoint), pmlseg command.
+import functools
 import hashlib
 import os
 import shlex
 import sys
 
 from pmlseg.workflow import layout as L
-from pmlseg.workflow.manifest import read_manifest
+from pmlseg.workflow.manifest import manifest_index
 
 OUT = os.path.normpath(config["out_dir"])
 DICOM = os.path.normpath(config["dicom_dir"])
@@ -30,9 +31,11 @@ def res(rule, key, default):
     return RES.get(rule, {}).get(key, default)
 
 
+@functools.lru_cache(maxsize=None)
 def dicom_state(path):
     """Cheap fingerprint of the DICOM export: every folder's name and mtime (adding a file changes its
-    folder's mtime). Used as a param, so ingest re-runs exactly when something was added or removed."""
+    folder's mtime; no file is opened). Used as a param, so ingest re-runs exactly when something was
+    added or removed. Computed once per Snakemake run (the DAG is rebuilt after the checkpoint)."""
     h = hashlib.sha1()
     if not os.path.isdir(path):
         return "missing"
@@ -43,30 +46,31 @@ def dicom_state(path):
 
 
 def manifest():
-    """Visit rows from OUT/manifest.tsv; asking for it makes Snakemake wait for the ingest checkpoint."""
-    return read_manifest(checkpoints.ingest.get().output.manifest)
+    """OUT/manifest.tsv, indexed (read once per change of the file, not per input function call);
+    asking for it makes Snakemake wait for the ingest checkpoint."""
+    return manifest_index(checkpoints.ingest.get().output.manifest)
 
 
 def visit(sub, ses):
-    for r in manifest():
-        if r["subject"] == sub and r["session"] == ses:
-            return r
-    raise ValueError(f"{sub} {ses} is not in {OUT}/manifest.tsv")
+    try:
+        return manifest().visits[(sub, ses)]
+    except KeyError:
+        raise ValueError(f"{sub} {ses} is not in {OUT}/manifest.tsv") from None
 
 
 def rebaseline(sub):
-    for r in manifest():
-        if r["subject"] == sub and r["role"] == "rebaseline":
-            return r
-    raise ValueError(f"{sub} has no rebaseline in {OUT}/manifest.tsv")
+    try:
+        return manifest().rebaselines[sub]
+    except KeyError:
+        raise ValueError(f"{sub} has no rebaseline in {OUT}/manifest.tsv") from None
 
 
-def followups(sub=None):
-    return [r for r in manifest() if r["role"] == "follow-up" and (sub is None or r["subject"] == sub)]
+def followups(sub):
+    return manifest().followups.get(sub, [])
 
 
 def subjects():
-    return sorted({r["subject"] for r in manifest()})
+    return manifest().subjects
 
 
 def needs_previous(r):

@@ -1,59 +1,66 @@
 # Stage 4: new/enlarging lesion detection (the model) against the rebaseline and against the previous
 # visit; detection also characterises each lesion (PML score) and writes the visit report.
+# One job per patient (`pmlseg detect-patient`): the model is loaded and the rebaseline's template
+# registrations computed once for all its follow-ups; every follow-up still gets its own folder,
+# status.json and log (L.detect_dir / L.detect_status, logs/detect/SUB_SES_AGAINST.log), as before.
 # Asks the scheduler for gpu=1 only when use_gpu is set; otherwise runs on CPU.
+import json
 
 GPU = {"gpu": 1} if config["use_gpu"] else {}
 DEVICE = "cuda" if config["use_gpu"] else "cpu"
 
 
+def detect_cases(sub):
+    """Every detection of ``sub``: each follow-up against the rebaseline and (from the second on) the previous visit."""
+    cases = []
+    for r in followups(sub):
+        ses = r["session"]
+        for against in ("rebaseline", "previous") if needs_previous(r) else ("rebaseline",):
+            if against == "rebaseline":
+                base, tfm, req = rebaseline(sub), L.to_rebaseline_tfm(sub, ses), L.register_status(sub, ses)
+            else:
+                base, tfm, req = visit(sub, r["previous"]), L.to_previous_tfm(sub, ses), L.visit_dir(sub, ses) + "/xfm/chain.json"
+            optional = {}
+            for kind, flag in (("t1w", "t1"), ("t2w", "t2")):
+                if base[kind]:
+                    optional[f"baseline_{flag}"] = image(base, kind)
+                if r[kind]:
+                    optional[f"followup_{flag}"] = image(r, kind)
+            if r["dwi"]:
+                optional["followup_dwi"] = image(r, "dwi")
+            cases.append({"status": P(L.detect_status(sub, ses, against)), "out": P(L.detect_dir(sub, ses, against)),
+                          "baseline": image(base, "flair"), "followup": image(r, "flair"),
+                          "followup_transform": P(tfm), "optional": optional, "requires": [P(req)],
+                          "log": P(f"logs/detect/{sub}_{ses}_{against}.log")})
+    return cases
+
+
 def detect_inputs(w):
-    r = visit(w.sub, w.ses)
-    if w.against == "rebaseline":
-        base = rebaseline(w.sub)
-        reg = P(L.register_status(w.sub, w.ses))
-    else:
-        base = visit(w.sub, r["previous"])
-        reg = P(L.visit_dir(w.sub, w.ses) + "/xfm/chain.json")
-    return {"reg": reg, "baseline": image(base, "flair"), "followup": image(r, "flair")}
-
-
-def detect_args(w):
-    r = visit(w.sub, w.ses)
-    base = rebaseline(w.sub) if w.against == "rebaseline" else visit(w.sub, r["previous"])
-    tfm = (L.to_rebaseline_tfm(w.sub, w.ses) if w.against == "rebaseline" else L.to_previous_tfm(w.sub, w.ses))
-    args = [f"--baseline {Q(image(base, 'flair'))}", f"--followup {Q(image(r, 'flair'))}",
-            f"--followup-transform {Q(P(tfm))}", f"--out {Q(P(L.detect_dir(w.sub, w.ses, w.against)))}",
-            f"--device {DEVICE}", f"--method {config['detect_method']}"]
-    for kind, flag in (("t1w", "t1"), ("t2w", "t2")):
-        if base[kind]:
-            args.append(f"--baseline-{flag} {Q(image(base, kind))}")
-        if r[kind]:
-            args.append(f"--followup-{flag} {Q(image(r, kind))}")
-    if r["dwi"]:
-        args.append(f"--followup-dwi {Q(image(r, 'dwi'))}")
-    if config.get("model"):
-        args.append(f"--model {Q(config['model'])}")
-    return " ".join(args)
+    files = set()
+    for c in detect_cases(w.sub):
+        files.update([*c["requires"], c["baseline"], c["followup"]])
+    return sorted(files)
 
 
 rule detect:
-    """Detect new/enlarging lesions in a follow-up; a QC failure is recorded for the index, not fatal."""
+    """Detect new/enlarging lesions in all follow-ups of a patient; a QC failure is recorded for the index, not fatal."""
     input:
-        unpack(detect_inputs),
+        detect_inputs,
     output:
-        status=P(L.detect_status("{sub}", "{ses}", "{against}")),
+        status=P(L.detect_done("{sub}")),
     params:
-        args=detect_args,
+        cases=lambda w: json.dumps(detect_cases(w.sub)),
+        model=f"--model {Q(config['model'])}" if config.get("model") else "",
     log:
-        P("logs/detect/{sub}_{ses}_{against}.log"),
+        P("logs/detect_patient/{sub}.log"),
     benchmark:
-        P("benchmarks/detect/{sub}_{ses}_{against}.tsv")
+        P("benchmarks/detect/{sub}.tsv")
     threads: res("detect", "threads", 2)
     resources:
         mem_mb=res("detect", "mem_mb", 8000),
-        runtime=res("detect", "runtime", 60),
+        runtime=lambda w: res("detect", "runtime", 60) * max(1, len(detect_cases(w.sub))),
         **GPU,
     shell:
         "OMP_NUM_THREADS={threads} ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS={threads} "
-        "{PMLSEG} step {output.status:q} --stage detect --step-log {log:q} --requires {input.reg:q} -- "
-        "{PMLSEG} detect {params.args}"
+        "{PMLSEG} --log-file {log:q} detect-patient {output.status:q} --cases {params.cases:q} "
+        "--device {DEVICE} --method {config[detect_method]} {params.model}"

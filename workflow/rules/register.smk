@@ -58,7 +58,7 @@ rule chain_previous:
         P("logs/chain/{sub}_{ses}.log"),
     benchmark:
         P("benchmarks/chain/{sub}_{ses}.tsv")
-    localrule: True
+    # not a localrule: on SLURM it joins its patient's group job (workflow/profiles/slurm)
     shell:
         "{PMLSEG} step {output.status:q} --stage register --step-log {log:q} --requires {input.prev:q} --requires {input.cur:q} "
         "-- {PMLSEG} chain {params.prev:q} {params.cur:q} {params.out:q}"

@@ -2,12 +2,7 @@
 
 
 def track_inputs(w):
-    files = []
-    for r in followups(w.sub):
-        files.append(P(L.detect_status(w.sub, r["session"], "rebaseline")))
-        if needs_previous(r):
-            files.append(P(L.detect_status(w.sub, r["session"], "previous")))
-    return files or [P("manifest.tsv")]
+    return [P(L.detect_done(w.sub))] if followups(w.sub) else [P("manifest.tsv")]
 
 
 rule track:

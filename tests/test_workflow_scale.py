@@ -1,0 +1,172 @@
+"""The workflow grows linearly: manifest read once, one detection job per patient reusing its model and
+template fits, per-visit results kept across re-runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pmlseg.errors import PmlsegError
+from pmlseg.workflow import detect_patient as D
+from pmlseg.workflow import manifest as M
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_manifest_is_read_once_per_change(tmp_path, monkeypatch):
+    from workflow_scale import fake_ingest
+
+    _dicom, out = fake_ingest(tmp_path, 3, 4)
+    reads = []
+    real = M.read_manifest
+    monkeypatch.setattr(M, "read_manifest", lambda p: reads.append(p) or real(p))
+    idx = M.manifest_index(out / "manifest.tsv")
+    for _ in range(100):
+        assert M.manifest_index(out / "manifest.tsv") is idx
+    assert len(reads) == 1
+    assert idx.subjects == ["sub-001", "sub-002", "sub-003"]
+    assert idx.rebaselines["sub-002"]["session"] == "ses-01"
+    assert [r["session"] for r in idx.followups["sub-003"]] == ["ses-02", "ses-03", "ses-04"]
+    assert idx.visits["sub-001", "ses-03"]["previous"] == "ses-02"
+    # a rewritten manifest (the checkpoint ran again) is read again
+    rows = real(out / "manifest.tsv")[:4]
+    M.write_tsv(out / "manifest.tsv", rows, M.COLUMNS)
+    os.utime(out / "manifest.tsv", ns=(1, 10**18))
+    assert M.manifest_index(out / "manifest.tsv").subjects == ["sub-001"] and len(reads) == 2
+
+
+def _cases(tmp_path):
+    for name in ("bl", "fu1", "fu2", "fu3"):
+        (tmp_path / f"{name}.nii.gz").write_bytes(name.encode())
+    ok, bad = tmp_path / "reg_ok.json", tmp_path / "reg_bad.json"
+    ok.write_text(json.dumps({"status": "ok"}))
+    bad.write_text(json.dumps({"status": "failed", "reason": "registration QC failed: similarity 0.1",
+                               "stage": "register"}))
+    return [{"status": str(tmp_path / f"d{i}" / "status.json"), "out": str(tmp_path / f"d{i}"),
+             "baseline": str(tmp_path / "bl.nii.gz"), "followup": str(tmp_path / f"fu{i}.nii.gz"),
+             "requires": [str(ok if i != 2 else bad)], "log": str(tmp_path / "logs" / f"d{i}.log")}
+            for i in (1, 2, 3)]
+
+
+def test_one_job_detects_all_follow_ups_with_one_model_and_keeps_done_ones(tmp_path, monkeypatch, caplog):
+    from pmlseg.detect import pipeline
+
+    caplog.set_level("INFO")  # what `pmlseg --log-level INFO` (the default) sets
+    calls, built = [], []
+
+    def fake_run_case(baseline, followup, out, **kw):
+        calls.append(Path(followup).name)
+        assert kw["predictor"] is (built[-1] if kw["method"] == "model" else None)  # the one built in this job
+        if followup.endswith("fu3.nii.gz"):
+            raise PmlsegError(f"{followup}: follow-up FLAIR is not a 3D image")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "qc.json").write_text("{}")
+        pipeline.log.info("detected in %s", out)
+
+    monkeypatch.setattr(pipeline, "run_case", fake_run_case)
+    factory = lambda model, device: built.append(object()) or built[-1]  # noqa: E731
+    cases = _cases(tmp_path)
+    counts = D.run_cases(cases, predictor_factory=factory)
+    assert counts == {"ran": 1, "skipped": 0, "failed": 2} and len(built) == 1
+    assert calls == ["fu1.nii.gz", "fu3.nii.gz"]           # fu2's registration failed: not run
+    st = [json.loads(Path(c["status"]).read_text()) for c in cases]
+    assert st[0]["status"] == "ok"
+    assert st[1]["status"] == "failed" and "similarity 0.1" in st[1]["reason"] and st[1]["skipped"]
+    assert st[2]["status"] == "failed" and st[2]["reason"].endswith("fu3.nii.gz: follow-up FLAIR is not a 3D image")
+    assert "detected in" in (tmp_path / "logs" / "d1.log").read_text()      # each case keeps its own log
+    assert "not a 3D image" in (tmp_path / "logs" / "d3.log").read_text()
+
+    # re-run (a new visit arrived): nothing is redone, the model is not even loaded
+    calls.clear()
+    assert D.run_cases(cases, predictor_factory=factory) == {"ran": 0, "skipped": 3, "failed": 0}
+    assert calls == [] and len(built) == 1
+    # a changed input (re-registered, new file) redoes that case only
+    (tmp_path / "fu1.nii.gz").write_bytes(b"changed")
+    assert D.run_cases(cases, predictor_factory=factory)["ran"] == 1 and calls == ["fu1.nii.gz"]
+    # a registration that failed on a re-run redoes the case (recorded as failed, not kept as ok)
+    calls.clear()
+    Path(cases[0]["requires"][0]).write_text(json.dumps({"status": "failed", "reason": "QC failed now"}))
+    assert D.run_cases(cases, predictor_factory=factory)["failed"] == 2 and calls == []  # d1 and d3 need it
+    assert json.loads(Path(cases[0]["status"]).read_text())["reason"] == "QC failed now"
+    # another method is another result
+    calls.clear()
+    assert D.run_cases(cases, method="classical")["skipped"] == 0
+
+
+def test_cases_are_checked():
+    with pytest.raises(PmlsegError, match="--cases: not JSON"):
+        D.read_cases("[{")
+    with pytest.raises(PmlsegError, match=r"case /o: missing \['baseline', 'followup'\], unknown \['extra'\]"):
+        D.read_cases(json.dumps([{"status": "s", "out": "/o", "extra": 1}]))
+
+
+def test_template_fits_are_reused_for_the_same_image_content():
+    from pmlseg.memo import by_image_content
+
+    runs = []
+
+    @by_image_content(maxsize=2)
+    def fit(img, name="x"):
+        runs.append(name)
+        return sitk.GetArrayViewFromImage(img).sum()
+
+    a = sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4))
+    same = sitk.GetImageFromArray(np.arange(64, dtype=np.float32).reshape(4, 4, 4))   # read again: same content
+    moved = sitk.Image(same)
+    moved.SetOrigin((1.0, 0.0, 0.0))
+    assert fit(a) == fit(same) and runs == ["x"] and fit.hits == 1
+    fit(moved)                                   # other geometry: another fit
+    fit(a, name="y")                             # other arguments: another fit
+    assert runs == ["x", "x", "y"]
+    from pmlseg.characterise.location import register_to_template
+    from pmlseg.registration.preprocess import brain_mask
+
+    assert hasattr(brain_mask, "hits") and hasattr(register_to_template, "hits")
+
+
+def test_dry_run_plans_one_detection_job_per_patient(tmp_path):
+    from workflow_scale import fake_ingest
+
+    from pmlseg.workflow.snakemake_runner import snakemake_command
+
+    dicom, out = fake_ingest(tmp_path, 5, 4)
+    p = subprocess.run(snakemake_command(dicom, out, cores=1, dry_run=True, extra=["--quiet", "rules"]),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    counts = {}
+    for line in p.stdout.split("Job stats:")[1].splitlines()[3:]:
+        if not line.strip():
+            break
+        rule, n = line.split()
+        counts[rule] = int(n)
+    assert counts["detect"] == 5 and counts["register"] == 15 and counts["preprocess"] == 20
+    assert counts["track"] == 5 and counts["chain_previous"] == 10
+
+
+def test_slurm_profile_submits_one_group_job_per_patient(tmp_path):
+    """What `pmlseg run --executor slurm` plans (dry run: nothing is submitted, no cluster needed)."""
+    from workflow_scale import fake_ingest
+
+    from pmlseg.workflow.snakemake_runner import snakemake_command
+
+    dicom, out = fake_ingest(tmp_path, 3, 3)
+    cmd = snakemake_command(dicom, out, dry_run=True)
+    cmd[cmd.index("--workflow-profile") + 1] = str(REPO / "workflow" / "profiles" / "slurm")
+    p = subprocess.run([*cmd, "--executor", "slurm", "--jobs", "4", "--slurm-no-account"], capture_output=True,
+                       text=True, timeout=300)
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text[-3000:]
+    groups = text.split("Group job patient")[1:]
+    assert len(groups) == 3                       # 3 submissions for 9 visits (+ ingest, already done here)
+    for g in groups:
+        body = g.split("\nrule ")[0]             # up to the next job outside the group
+        assert body.count("rule preprocess:") == 3 and body.count("rule register:") == 2
+        assert body.count("rule detect:") == 1 and body.count("rule chain_previous:") == 1
