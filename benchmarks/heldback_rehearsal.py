@@ -27,7 +27,6 @@ Prints one line per case and PASS/FAIL per criterion; exit 0 when all pass.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as dt
 import shutil
 import subprocess
@@ -46,6 +45,7 @@ from pml_injection import inject, load_case  # noqa: E402
 from pmlseg.characterise import location as loc  # noqa: E402
 from pmlseg.detect.metrics import lesion_metrics  # noqa: E402
 from pmlseg.paths import shared_data_dir  # noqa: E402
+from pmlseg.tables import read_tsv  # noqa: E402
 
 CASES = {"patient01": 203, "patient03": 671}     # days between the visits (data set README)
 INJECT = "patient03"                              # the case that gets the PML-like lesion
@@ -115,10 +115,8 @@ def export_case(case: str, index: int, dicom_root: Path, followup_flair: sitk.Im
 
 def score(out: Path, case_of_subject: dict, injected_mask: sitk.Image) -> list[dict]:
     """Protocol metrics per follow-up and the injected lesion's rating."""
-    with open(out / "sessions.tsv", newline="") as f:
-        sessions = [r for r in csv.DictReader(f, delimiter="\t") if r["role"] != "rebaseline"]
-    with open(out / "lesions.tsv", newline="") as f:
-        lesions = list(csv.DictReader(f, delimiter="\t"))
+    sessions = [r for r in read_tsv(out / "sessions.tsv") if r["role"] != "rebaseline"]
+    lesions = read_tsv(out / "lesions.tsv")
     results = []
     for row in sessions:
         case = case_of_subject[row["subject"]]
@@ -179,8 +177,7 @@ def main(argv=None) -> int:
     files_ok = all((out / f).is_file() for f in ("sessions.tsv", "lesions.tsv", "identity.tsv", "index.html"))
     checks = {"exit 0": rc == 0, f"<= {LIMIT_S // 60} min": wall <= LIMIT_S, "four files": files_ok}
     if files_ok:
-        with open(out / "identity.tsv", newline="") as f:
-            ident = list(csv.DictReader(f, delimiter="\t"))
+        ident = read_tsv(out / "identity.tsv")
         case_of = {r["subject"]: list(CASES)[int(r["patient_id"].split("-")[-1]) - 1] for r in ident}
         results = score(out, case_of, inj_mask)
         for r in results:

@@ -8,10 +8,11 @@ the number of jobs, median and max wall time, max memory and total CPU time.
 
 from __future__ import annotations
 
-import csv
 import statistics
 import sys
 from pathlib import Path
+
+from pmlseg.tables import read_tsv
 
 
 def main(out: str) -> int:
@@ -22,9 +23,8 @@ def main(out: str) -> int:
     stages: dict[str, list[dict]] = {}
     for f in sorted(root.rglob("*.tsv")):
         rule = f.parent.name if f.parent != root else f.stem
-        with open(f, newline="") as fp:
-            for row in csv.DictReader(fp, delimiter="\t"):
-                stages.setdefault(rule, []).append(row)
+        for row in read_tsv(f):
+            stages.setdefault(rule, []).append(row)
     print(f"{'rule':<12} {'jobs':>4} {'median s':>9} {'max s':>8} {'max RSS MB':>11} {'CPU s':>8}")
     for rule, rows in stages.items():
         s = [float(r["s"]) for r in rows]

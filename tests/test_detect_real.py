@@ -11,6 +11,7 @@ from pmlseg.cli import main
 from pmlseg.detect import pipeline
 from pmlseg.detect.predictor import Predictor, prepare_pair, read_image
 from pmlseg.errors import PmlsegError
+from pmlseg.tables import read_tsv
 
 # Lesion-wise F1 on patient01 measured with the committed model / classical baseline (docs/detection.md);
 # the bounds sit below those numbers so only a real regression fails.
@@ -54,11 +55,10 @@ def test_outputs_on_baseline_grid_match_table(patient01):
         assert np.allclose(lab.GetOrigin(), bl.GetOrigin(), atol=1e-3)
         assert np.allclose(lab.GetDirection(), bl.GetDirection(), atol=1e-5)
         arr = sitk.GetArrayFromImage(lab)
-        rows = (out / meth / "lesions.tsv").read_text().splitlines()
-        header = rows[0].split("\t")
+        header = (out / meth / "lesions.tsv").read_text().splitlines()[0].split("\t")
         assert header[:len(pipeline.LESION_COLUMNS)] == pipeline.LESION_COLUMNS
         assert {"pml_score", "pml_suspicion", "reasons", "lobe", "max_diameter_mm"} <= set(header)
-        rows = [dict(zip(pipeline.LESION_COLUMNS, r.split("\t"))) for r in rows[1:]]
+        rows = read_tsv(out / meth / "lesions.tsv")
         assert sorted(int(v) for v in np.unique(arr) if v) == [int(r["lesion_id"]) for r in rows] == \
             list(range(1, len(rows) + 1))
         vox = float(np.prod(bl.GetSpacing()))

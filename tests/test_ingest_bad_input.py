@@ -17,7 +17,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import generate_uid
 
-from pmlseg.ingest.bids import read_tsv
+from pmlseg.tables import read_tsv
 from pmlseg.ingest.convert import dcm2niix_path
 
 pytestmark = pytest.mark.shared

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from pmlseg.ingest.bids import read_tsv
+from pmlseg.tables import read_tsv
 from pmlseg.ingest.pipeline import ingest
 
 

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from pmlseg.ingest.bids import read_tsv
+from pmlseg.tables import read_tsv
 from pmlseg.ingest.convert import dcm2niix_path
 from pmlseg.ingest.index import read_header
 from pmlseg.ingest.pipeline import ingest

@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from pmlseg.ingest.bids import read_tsv
+from pmlseg.tables import read_tsv
 from pmlseg.ingest.convert import dcm2niix_path
 
 pytestmark = pytest.mark.shared

@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pmlseg.ingest.bids import read_tsv
+from pmlseg.tables import read_tsv
 
 pytestmark = pytest.mark.slow
 

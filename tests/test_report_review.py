@@ -7,6 +7,7 @@ import pytest
 from pmlseg.cli import main
 from pmlseg.errors import PmlsegError
 from pmlseg.report.review import import_decisions
+from pmlseg.tables import read_tsv
 
 
 def _dir(tmp_path):
@@ -21,10 +22,10 @@ def test_import_folds_decisions(tmp_path):
         {"lesion_id": 2, "decision": "suspect_pml", "comment": "ill-defined\tborder"},
         {"lesion_id": 1, "decision": None, "comment": ""}]}))
     assert main(["review", "import", str(dec), str(d)]) == 0
-    lines = (d / "lesions.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == ["lesion_id", "volume_mm3", "review_decision", "review_comment"]
-    assert lines[2].split("\t") == ["2", "2000.0", "suspect_pml", "ill-defined border"]
-    assert lines[1].split("\t")[2] == ""
+    rows = read_tsv(d / "lesions.tsv")
+    assert list(rows[0]) == ["lesion_id", "volume_mm3", "review_decision", "review_comment"]
+    assert list(rows[1].values()) == ["2", "2000.0", "suspect_pml", "ill-defined\tborder"]  # quoted, kept
+    assert rows[0]["review_decision"] == ""
     assert json.loads((d / "decisions.json").read_text())["decisions"][0]["lesion_id"] == 2
 
 

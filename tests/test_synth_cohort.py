@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 
 from pmlseg.synth.cohort import generate_cohort
 from pmlseg.synth.dicom import MR_IMAGE_STORAGE, SECONDARY_CAPTURE
+from pmlseg.tables import read_tsv
 
 DCM2NIIX = Path(sys.executable).parent / "dcm2niix"
 
@@ -28,8 +28,7 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def _rows(cohort: Path) -> list[dict]:
-    with open(cohort / "ground_truth" / "cohort.tsv") as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    return read_tsv(cohort / "ground_truth" / "cohort.tsv")
 
 
 def _series_folders(study: Path) -> dict[str, Path]:
@@ -173,8 +172,7 @@ def test_pml_lesion_grows_and_follow_ups_have_new_lesions(cohort):
     pid = pml[0]["patient_id"]
     tables = []
     for v in (1, 2):
-        with open(cohort / "ground_truth" / pid / f"visit-{v}" / "lesions.tsv") as f:
-            tables.append({int(t["id"]): t for t in csv.DictReader(f, delimiter="\t")})
+        tables.append({int(t["id"]): t for t in read_tsv(cohort / "ground_truth" / pid / f"visit-{v}" / "lesions.tsv")})
     (pml_id,) = [i for i, t in tables[1].items() if t["kind"] == "pml" and t["location"] != "satellite"]
     assert float(tables[1][pml_id]["volume_mm3_flair_grid"]) > 1.5 * float(tables[0][pml_id]["volume_mm3_flair_grid"])
     # ids are stable: every baseline lesion is still there with the same kind
@@ -217,8 +215,7 @@ def test_same_seed_gives_the_same_patient(cohort, tmp_path):
 def test_series_table_and_true_visit_to_visit_transform(cohort):
     import SimpleITK as sitk
 
-    with open(cohort / "ground_truth" / "series.tsv") as f:
-        series = list(csv.DictReader(f, delimiter="\t"))
+    series = read_tsv(cohort / "ground_truth" / "series.tsv")
     assert {s["expected"] for s in series} == {"FLAIR", "T1w", "T2w", "dwi", "skip:localizer", "skip:derived"}
     for s in series:
         assert len([p for p in (cohort / s["series_folder"]).iterdir()]) == int(s["n_files"])
@@ -230,8 +227,7 @@ def test_series_table_and_true_visit_to_visit_transform(cohort):
         tfm = sitk.ReadTransform(str(gt / "visit-2" / "baseline_to_this_visit.tfm"))
         back = sitk.GetArrayFromImage(sitk.Resample(follow, base, tfm, sitk.sitkNearestNeighbor, 0))
         b = sitk.GetArrayFromImage(base)
-        with open(gt / "visit-2" / "lesions.tsv") as f:
-            stable = [int(t["id"]) for t in csv.DictReader(f, delimiter="\t") if t["status"] == "stable"]
+        stable = [int(t["id"]) for t in read_tsv(gt / "visit-2" / "lesions.tsv") if t["status"] == "stable"]
         dice = [2 * ((b == i) & (back == i)).sum() / ((b == i).sum() + (back == i).sum())
                 for i in stable if (b == i).sum() > 30]
         assert len(dice) >= 3 and np.median(dice) > 0.6, dice

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -14,6 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from pmlseg.tables import read_tsv
+
 REPO = Path(__file__).resolve().parents[1]
 PMLSEG = [sys.executable, "-m", "pmlseg"]
 # keep the test cheap: register the raw FLAIRs, classical detection (the workflow is under test, not the model)
@@ -21,8 +22,7 @@ FAST = ["--config", "preprocess=false", "detect_method=classical", "today=2022-0
 
 
 def _tsv(path: Path) -> list[dict]:
-    with open(path, newline="") as fp:
-        return list(csv.DictReader(fp, delimiter="\t"))
+    return read_tsv(path)
 
 
 def _run(*args, timeout=1500) -> subprocess.CompletedProcess:

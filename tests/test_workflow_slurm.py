@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -11,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from pmlseg.tables import read_tsv
 
 REPO = Path(__file__).resolve().parents[1]
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -51,8 +52,7 @@ def test_demo_cohort_through_slurm(tmp_path):
     # one job for ingest, one group job per patient (its registrations and detections: profile `groups`)
     jobs = set(re.findall(r"\(log: \S*/slurm_logs/((?:rule|group)_\w+)/", log))
     assert jobs == {"rule_ingest", "group_patient"}, jobs
-    with open(tmp_path / "demo" / "ground_truth" / "cohort.tsv", newline="") as fp:
-        visits = list(csv.DictReader(fp, delimiter="\t"))
+    visits = read_tsv(tmp_path / "demo" / "ground_truth" / "cohort.tsv")
     n_followups = len(visits) - len({v["patient_id"] for v in visits})
     n_patients = len({v["patient_id"] for v in visits})
     assert 1 + n_patients <= len(ids) < len(visits), ids  # fewer submissions than visits (a retry adds one)
@@ -65,8 +65,7 @@ def test_demo_cohort_through_slurm(tmp_path):
     if ctld.exists():
         text = ctld.read_text(errors="replace")
         assert all(re.search(rf"JobId={i}\b", text) for i in ids)
-    with open(out / "sessions.tsv", newline="") as fp:
-        sessions = list(csv.DictReader(fp, delimiter="\t"))
+    sessions = read_tsv(out / "sessions.tsv")
     assert sum(s["role"] == "follow-up" for s in sessions) == n_followups
     assert all(s["qc"] in ("ok", "warning") for s in sessions if s["role"] == "follow-up"), sessions
     assert (out / "index.html").stat().st_size > 1000

@@ -17,7 +17,9 @@ from pmlseg.workflow import layout as L
 from pmlseg.workflow.manifest import build_manifest, read_tsv, write_tsv
 from pmlseg.workflow.step import read_status, run_step
 
-SERIES_COLS = ["subject", "session", "series_uid", "series_number", "classification", "status", "reason", "path"]
+SERIES_COLS = ["subject", "session", "series_uid", "series_number", "series_description", "classification", "status",
+               "reason", "path"]
+HOSTILE_DESCRIPTION = '"AX FLAIR\tfs "3mm"\nrepeat'  # a leading quote once swallowed every row after it
 
 
 def _touch_nifti(path: Path, shape=(8, 8, 8)):
@@ -41,7 +43,8 @@ def _ingested(tmp: Path) -> Path:
         if has_flair:
             _touch_nifti(out / rel)
             series.append({"subject": sub, "session": ses, "series_uid": f"9.{i}", "series_number": 3,
-                           "classification": "FLAIR", "status": "converted", "reason": "", "path": rel})
+                           "series_description": HOSTILE_DESCRIPTION, "classification": "FLAIR",
+                           "status": "converted", "reason": "", "path": rel})
         else:
             series.append({"subject": sub, "session": ses, "series_uid": f"9.{i}", "series_number": 3,
                            "classification": "FLAIR", "status": "failed", "reason": "missing slices", "path": ""})

@@ -139,6 +139,7 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     import SimpleITK as sitk
 
     from pmlseg.atomic import write_nifti, write_text
+    from pmlseg.tables import write_tsv
     from pmlseg.detect import postprocess
     from pmlseg.detect.network import DEFAULT_CONFIG
     from pmlseg.detect.predictor import from_array, prepare_pair, read_image
@@ -206,11 +207,9 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
         timings["optional_inputs_s"] = round(time.perf_counter() - t, 2)
 
     write_nifti(out / "new_lesions.nii.gz", labels)
-    lines = ["\t".join(LESION_COLUMNS)] + ["\t".join(str(r[c]) for c in LESION_COLUMNS) for r in rows]
-    write_text(out / "lesions.tsv", "\n".join(lines) + "\n")
+    write_tsv(out / "lesions.tsv", rows, LESION_COLUMNS)
     write_nifti(out / "possible_lesions.nii.gz", possible)
-    lines = ["\t".join(POSSIBLE_COLUMNS)] + ["\t".join(str(r[c]) for c in POSSIBLE_COLUMNS) for r in possible_rows]
-    write_text(out / "possible_lesions.tsv", "\n".join(lines) + "\n")
+    write_tsv(out / "possible_lesions.tsv", possible_rows, POSSIBLE_COLUMNS)
     result = CaseResult("ok", len(rows), rows, labels, prob, pair, qc, possible_rows)
     qc["n_lesions"] = len(rows)
     qc["n_possible"] = len(possible_rows)

@@ -9,13 +9,11 @@ sessions are never relabelled; identity.tsv keeps each session's study_date).
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
 
 from pmlseg.atomic import write_text
-from pmlseg.ingest.deidentify import clean_text
+from pmlseg.tables import read_tsv, write_tsv
 
 IDENTITY_COLUMNS = ["patient_id", "subject", "study_uid", "study_date", "session", "accession_number"]
 SERIES_COLUMNS = ["subject", "session", "series_uid", "series_number", "series_description", "classification",
@@ -24,29 +22,12 @@ SUFFIX = {"FLAIR": ("anat", "", "FLAIR"), "T1w": ("anat", "", "T1w"), "T1w-ce": 
           "T2w": ("anat", "", "T2w"), "dwi": ("dwi", "", "dwi")}
 
 
-def read_tsv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as fp:
-        return list(csv.DictReader(fp, delimiter="\t", quoting=csv.QUOTE_NONE))
-
-
-def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    """Atomically write a TSV; every cell is one clean line (no tabs/newlines/control characters)."""
-    buf = io.StringIO()
-    buf.write("\t".join(columns) + "\n")
-    for row in rows:
-        buf.write("\t".join(clean_text(str(row.get(c, "") if row.get(c) is not None else ""), limit=400)
-                            for c in columns) + "\n")
-    write_text(path, buf.getvalue())
-
-
 class Identity:
     """patient key -> subject label and study UID -> (subject, session), persisted in identity.tsv."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.rows = read_tsv(path)
+        self.rows = read_tsv(path, missing_ok=True)
         self.subject_of = {r["patient_id"]: r["subject"] for r in self.rows}
         self.session_of = {r["study_uid"]: (r["subject"], r["session"]) for r in self.rows}
 

@@ -21,6 +21,7 @@ from pmlseg.ingest.classify import classify, series_facts
 from pmlseg.ingest.convert import convert_series, dcm2niix_path
 from pmlseg.ingest.deidentify import clean_text, filter_sidecar, identifier_tokens
 from pmlseg.ingest.index import FileInfo, index_tree
+from pmlseg.tables import read_tsv, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def ingest(src: Path, out: Path, workers: int = 2, show_progress: bool = True) -
     identity.save()
 
     series_tsv = out / "series.tsv"
-    old_rows = bids.read_tsv(series_tsv)
+    old_rows = read_tsv(series_tsv, missing_ok=True)
     # Done before: skipped, or converted and still on disk (a deleted output is converted again).
     done = {(r["subject"], r["session"], r["series_uid"]) for r in old_rows
             if r.get("status") == "skipped" or (r.get("status") == "converted" and r.get("path")
@@ -157,7 +158,7 @@ def ingest(src: Path, out: Path, workers: int = 2, show_progress: bool = True) -
 
     all_rows = keep_rows + rows
     all_rows.sort(key=lambda r: (r["subject"], r["session"], _num(r["series_number"]), r["series_uid"]))
-    bids.write_tsv(series_tsv, all_rows, bids.SERIES_COLUMNS)
+    write_tsv(series_tsv, all_rows, bids.SERIES_COLUMNS)
     counts = {k: sum(r["status"] == k for r in rows) for k in ("converted", "skipped", "failed")}
     counts.update(unreadable=len(skipped), already_done=len(keep_rows), seconds=time.perf_counter() - t0,
                   files=len(infos) + len(skipped), series=len(groups))

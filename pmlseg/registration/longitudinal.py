@@ -9,19 +9,19 @@ their composition (sitk.CompositeTransform) is resampled once, so no image is in
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
-from pmlseg.atomic import atomic_path, write_text
+from pmlseg.atomic import atomic_path
 from pmlseg.errors import PmlsegError
 from pmlseg.logs import progress
 from pmlseg.registration.affine import register_affine
 from pmlseg.registration.preprocess import brain_mask
 from pmlseg.registration.qc import registration_qc
+from pmlseg.tables import write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,4 @@ def _row(session, modality, via, fixed, moving, qc) -> dict:
 
 def write_qc_table(path: Path, rows: list[dict]) -> None:
     """Tab-separated QC table, one row per registration step (atomic write)."""
-    import io
-
-    buf = io.StringIO()
-    cols = ["session", "modality", "step", "fixed", "moving", "similarity", "nmi", "passed", "reason"]
-    w = csv.DictWriter(buf, fieldnames=cols, delimiter="\t", lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text(path, buf.getvalue())
+    write_tsv(path, rows, ["session", "modality", "step", "fixed", "moving", "similarity", "nmi", "passed", "reason"])

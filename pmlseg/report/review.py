@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import jsonschema
 
 from pmlseg.atomic import write_text
 from pmlseg.errors import PmlsegError
+from pmlseg.tables import read_tsv, write_tsv
 
 SCHEMA = {
     "type": "object",
@@ -44,7 +43,7 @@ def import_decisions(decisions_path, out_dir) -> int:
     tsv = out_dir / "lesions.tsv"
     if not tsv.exists():
         raise PmlsegError(f"{tsv}: missing (run pmlseg detect first)")
-    rows = list(csv.DictReader(io.StringIO(tsv.read_text()), delimiter="\t"))
+    rows = read_tsv(tsv)
     if not rows or "lesion_id" not in rows[0]:
         raise PmlsegError(f"{tsv}: no lesion_id column")
     by_id = {int(r["lesion_id"]): r for r in rows}
@@ -55,16 +54,12 @@ def import_decisions(decisions_path, out_dir) -> int:
     for d in data["decisions"]:
         r = by_id[d["lesion_id"]]
         r["review_decision"] = d["decision"] or ""
-        r["review_comment"] = (d.get("comment") or "").replace("\t", " ").replace("\n", " ")
+        r["review_comment"] = d.get("comment") or ""
         n += d["decision"] is not None
     fields = list(rows[0].keys())
     for extra in ("review_decision", "review_comment"):
         if extra not in fields:
             fields.append(extra)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, delimiter="\t", lineterminator="\n", restval="")
-    w.writeheader()
-    w.writerows(rows)
     write_text(out_dir / "decisions.json", json.dumps(data, indent=1))
-    write_text(tsv, buf.getvalue())
+    write_tsv(tsv, rows, fields)
     return n

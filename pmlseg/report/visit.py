@@ -26,7 +26,7 @@ def _cell(v) -> str:
         return ""
     if isinstance(v, float):
         return str(round(v, 4))  # keep the producers' precision (volumes are compared to voxel counts)
-    return str(v).replace("\t", " ").replace("\n", " ")
+    return str(v)
 
 
 def lesion_rows(detected: list[dict], scored: list[dict]) -> tuple[list[str], list[dict]]:
@@ -54,10 +54,9 @@ def lesion_rows(detected: list[dict], scored: list[dict]) -> tuple[list[str], li
 
 
 def write_lesion_table(path: Path, columns: list[str], rows: list[dict]) -> None:
-    from pmlseg.atomic import write_text
+    from pmlseg.tables import write_tsv
 
-    lines = ["\t".join(columns)] + ["\t".join(_cell(r.get(c)) for c in columns) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
+    write_tsv(path, rows, columns, cell=_cell)
 
 
 def characterise_and_report(out_dir, labels, detected: list[dict], images: dict, qc: dict,

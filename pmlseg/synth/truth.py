@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pmlseg.atomic import write_nifti, write_text
+from pmlseg import tables
+from pmlseg.atomic import write_nifti
 
 
 def dcm2niix_affine(img) -> np.ndarray:
@@ -52,13 +53,8 @@ def as_dcm2niix_nifti(img, dtype=None, acquisition_3d: bool = False):
 
 
 def write_tsv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.2f}"
-        return str(v)
-
-    lines = ["\t".join(columns)] + ["\t".join(fmt(r.get(c, "")) for c in columns) for r in rows]
-    write_text(path, "\n".join(lines) + "\n")
+    """Ground-truth tables: floats with two decimals."""
+    tables.write_tsv(path, rows, columns, cell=lambda v: f"{v:.2f}" if isinstance(v, float) else tables.plain_cell(v))
 
 
 def write_label_nifti(path: Path, img, dtype=np.int16) -> None:

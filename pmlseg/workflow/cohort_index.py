@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pmlseg.atomic import write_text
 from pmlseg.workflow import layout
-from pmlseg.workflow.manifest import parse_date, read_manifest, read_tsv, write_tsv
+from pmlseg.tables import read_tsv
+from pmlseg.workflow.manifest import parse_date, read_manifest, write_tsv
 from pmlseg.workflow.step import read_status
 from pmlseg.workflow.tracking import lesion_columns, suspicion_rank
 

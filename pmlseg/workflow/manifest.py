@@ -7,14 +7,13 @@ turned into day offsets here; the manifest holds no identifiers.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmlseg.atomic import write_text
+from pmlseg import tables
 from pmlseg.errors import PmlsegError
+from pmlseg.tables import read_tsv
 
 COLUMNS = ["subject", "session", "order", "role", "days", "interval_days", "previous", "flair", "t1w", "t2w",
            "dwi", "status", "reason"]
@@ -22,29 +21,14 @@ COLUMNS = ["subject", "session", "order", "role", "days", "interval_days", "prev
 KINDS = {"FLAIR": "flair", "T1w": "t1w", "T2w": "t2w", "dwi": "dwi"}
 
 
-def read_tsv(path: str | Path) -> list[dict]:
-    """Rows of a tab-separated table with a header; a missing file is an error naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise PmlsegError(f"{path}: not found")
-    with open(path, newline="", encoding="utf-8") as fp:
-        return list(csv.DictReader(fp, delimiter="\t"))
+def compact_cell(value) -> str:
+    """Cell text of the workflow's tables: floats with 6 significant digits."""
+    return f"{value:.6g}" if isinstance(value, float) else tables.plain_cell(value)
 
 
 def write_tsv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
-    """Atomically write a TSV with exactly ``columns`` (missing values empty, tabs/newlines removed)."""
-    buf = io.StringIO()
-    buf.write("\t".join(columns) + "\n")
-    for r in rows:
-        cells = []
-        for c in columns:
-            v = r.get(c)
-            v = "" if v is None else v
-            if isinstance(v, float):
-                v = f"{v:.6g}"
-            cells.append(" ".join(str(v).split()))
-        buf.write("\t".join(cells) + "\n")
-    write_text(path, buf.getvalue())
+    """Atomically write a workflow table with exactly ``columns`` (missing values empty)."""
+    tables.write_tsv(path, rows, columns, cell=compact_cell)
 
 
 def parse_date(text: str, where: str = "") -> dt.date | None:

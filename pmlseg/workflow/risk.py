@@ -68,7 +68,8 @@ def _pick(row: dict, key: str) -> str:
 
 def read_clinical(path: str | Path, identity: list[dict]) -> dict[str, Clinical]:
     """Clinical rows by subject label; bad values are errors naming the file, line and column."""
-    from pmlseg.workflow.manifest import parse_date, read_tsv
+    from pmlseg.tables import read_tsv
+    from pmlseg.workflow.manifest import parse_date
 
     path = Path(path)
     rows = read_tsv(path)

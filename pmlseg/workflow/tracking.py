@@ -17,7 +17,8 @@ import numpy as np
 
 from pmlseg.errors import PmlsegError
 from pmlseg.workflow import layout
-from pmlseg.workflow.manifest import read_manifest, read_tsv, write_tsv
+from pmlseg.tables import read_tsv
+from pmlseg.workflow.manifest import read_manifest, write_tsv
 from pmlseg.workflow.step import read_status, write_status
 
 log = logging.getLogger(__name__)
