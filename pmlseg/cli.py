@@ -2,6 +2,10 @@
 
 Each module in ``pmlseg/commands`` defines ``NAME``, ``HELP``, ``add_arguments(parser)``
 and ``run(args) -> int``; keeping heavy imports inside ``run`` keeps ``--help`` fast.
+
+Exit codes (pmlseg.errors): 0 done, 65 bad input (one line naming the file), 78 a set-up that cannot
+work, 70 an unexpected exception (traceback in the log), 130 interrupted.  For tests only,
+``PMLSEG_TEST_CRASH=COMMAND`` makes that subcommand raise an unexpected exception before it starts.
 """
 
 from __future__ import annotations
@@ -9,11 +13,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 
 from pmlseg import __version__
-from pmlseg.errors import PmlsegError
+from pmlseg.errors import EXIT_CRASH, PmlsegError
 from pmlseg.logs import setup_logging
 
 log = logging.getLogger("pmlseg")
@@ -54,13 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.log_level, args.log_file)
     try:
+        if os.environ.get("PMLSEG_TEST_CRASH") == args.command:
+            raise RuntimeError(f"injected crash in `pmlseg {args.command}` (PMLSEG_TEST_CRASH)")
         return int(args.func(args) or 0)
     except PmlsegError as exc:
         log.error("%s", exc)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except Exception:  # a bug or a broken environment, not bad input: keep the traceback
+        log.exception("pmlseg %s crashed", args.command)
+        return EXIT_CRASH
 
 
 if __name__ == "__main__":

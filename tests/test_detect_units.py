@@ -36,7 +36,7 @@ def test_missing_followup_is_a_clear_error(tmp_path, shared_data):
     missing = tmp_path / "nope_FLAIR.nii.gz"
     r = subprocess.run([sys.executable, "-m", "pmlseg", "detect", "--baseline", str(bl), "--followup", str(missing),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True)
-    assert r.returncode == 1
+    assert r.returncode == 65  # EXIT_BAD_INPUT
     err = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(err) == 1 and str(missing) in err[0] and "follow-up" in err[0], r.stderr
     assert not (tmp_path / "o").exists()

@@ -54,7 +54,7 @@ def test_cli_wrong_patient_fails_qc_naming_both(pair, shared_data):
     fixed, _, d = pair
     other = _small(shared_data / "ljubljana-longitudinal" / "patient03" / "study2_FLAIR.nii.gz", d / "other.nii.gz")
     r = _run(fixed, other, "--transform", d / "wrong.tfm", "--no-brain-mask")
-    assert r.returncode == 1
+    assert r.returncode == 65  # EXIT_BAD_INPUT
     last = r.stderr.strip().splitlines()[-1]
     assert "failed QC" in last and str(fixed) in last and str(other) in last, r.stderr
     assert not (d / "wrong.tfm").exists()
@@ -75,7 +75,7 @@ def test_cli_bad_inputs_one_line(pair, tmp_path):
     for args, name in cases:
         r = subprocess.run([sys.executable, "-m", "pmlseg", "--log-level", "ERROR", "register", *map(str, args),
                             "--transform", str(tmp_path / "x.tfm")], capture_output=True, text=True)
-        assert r.returncode == 1, (args, r.stderr)
+        assert r.returncode == 65, (args, r.stderr)
         errors = [ln for ln in r.stderr.splitlines() if "ERROR" in ln]
         assert len(errors) == 1 and name in errors[0] and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "x.tfm").exists()

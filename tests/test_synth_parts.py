@@ -143,7 +143,7 @@ def test_acquisition_geometry_bias_noise(tissues):
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
     def run(*argv) -> str:
-        assert main(["synth", *map(str, argv)]) == 1
+        assert main(["synth", *map(str, argv)]) == 65
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         return err

@@ -35,7 +35,7 @@ def test_preprocess_bad_input_is_one_line(tmp_path):
     bad.write_bytes(b"\x1f\x8b not really gzip")
     p = subprocess.run([sys.executable, "-m", "pmlseg", "preprocess", str(bad), str(tmp_path / "o.nii.gz"),
                         str(tmp_path / "m.nii.gz")], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 1
+    assert p.returncode == 65  # EXIT_BAD_INPUT
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "broken.nii.gz" in lines[0], p.stderr
     assert not (tmp_path / "o.nii.gz").exists() and not (tmp_path / "m.nii.gz").exists()

@@ -124,7 +124,7 @@ def test_dry_run_and_config_validation(cohort, tmp_path):
                         f"out_dir={tmp_path / 'plain'}"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert p.returncode == 0 and "checkpoint ingest" in p.stdout + p.stderr, (p.stdout + p.stderr)[-3000:]
     p = _run("run", str(tmp_path / "missing"), str(tmp_path / "out"))
-    assert p.returncode == 1 and "missing: DICOM folder not found" in p.stderr
+    assert p.returncode == 65 and "missing: DICOM folder not found" in p.stderr
     assert len([ln for ln in p.stderr.strip().splitlines() if ln.strip()]) == 1
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +16,8 @@ import pytest
 
 from pmlseg.errors import PmlsegError
 from pmlseg.workflow import layout as L
-from pmlseg.workflow.manifest import build_manifest, read_tsv, write_tsv
+from pmlseg.tables import read_tsv
+from pmlseg.workflow.manifest import build_manifest, write_tsv
 from pmlseg.workflow.step import read_status, run_step
 
 SERIES_COLS = ["subject", "session", "series_uid", "series_number", "series_description", "classification", "status",
@@ -138,7 +141,7 @@ def test_clinical_table_by_patient_id_and_bad_values(tmp_path):
 def test_step_records_input_failure_and_passes_crashes(tmp_path):
     st = tmp_path / "a" / "status.json"
     log = tmp_path / "a.log"
-    code = "import sys; print('12:00:00 ERROR   pmlseg: x.nii.gz: registration QC failed (NMI 0.1)'); sys.exit(1)"
+    code = "import sys; print('12:00:00 ERROR   pmlseg: x.nii.gz: registration QC failed (NMI 0.1)'); sys.exit(65)"
     assert run_step(st, [sys.executable, "-c", code], stage="register", log=log) == 0
     s = read_status(st)
     assert s["status"] == "failed" and s["reason"] == "x.nii.gz: registration QC failed (NMI 0.1)"
@@ -147,12 +150,44 @@ def test_step_records_input_failure_and_passes_crashes(tmp_path):
     st2 = tmp_path / "b.json"
     assert run_step(st2, [sys.executable, "-c", "raise SystemExit(5)"], stage="detect", requires=[str(st)]) == 0
     assert read_status(st2)["status"] == "failed" and "registration QC" in read_status(st2)["reason"]
-    # killed / interrupted: exit code passed on, no status, so a resumed run redoes the job
+    # killed / interrupted / Python's own exit 1: exit code passed on, no status, so a resumed run redoes the job
     st3 = tmp_path / "c.json"
     assert run_step(st3, [sys.executable, "-c", "raise SystemExit(137)"], stage="detect") == 137
+    assert run_step(st3, [sys.executable, "-c", "import os; os.kill(os.getpid(), 9)"], stage="detect") == 137
+    assert run_step(st3, [sys.executable, "-c", "raise ValueError('bug')"], stage="detect") == 1
     assert not st3.exists()
     assert run_step(st3, [sys.executable, "-c", "pass"], stage="detect") == 0
     assert read_status(st3)["status"] == "ok"
+
+
+@pytest.mark.parametrize("case", ["bad input", "crash", "missing model"])
+def test_cli_exit_codes_tell_bad_input_from_crashes(tmp_path, case):
+    """The real CLI under `pmlseg step`: only bad input (65) becomes the visit's verdict."""
+    flair = tmp_path / "flair.nii.gz"
+    _touch_nifti(flair, (24, 24, 12))
+    cmd = [sys.executable, "-m", "pmlseg", "detect", "--baseline", str(flair), "--followup", str(flair),
+           "--out", str(tmp_path / "det")]
+    env = dict(os.environ)
+    if case == "bad input":
+        cmd[cmd.index("--followup") + 1] = str(tmp_path / "absent_FLAIR.nii.gz")
+    elif case == "crash":
+        env["PMLSEG_TEST_CRASH"] = "detect"
+    else:
+        cmd += ["--model", "no-such-model"]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == {"bad input": 65, "crash": 70, "missing model": 78}[case], p.stderr
+    words = {"bad input": "absent_FLAIR.nii.gz: follow-up FLAIR (--followup) not found",
+             "crash": "RuntimeError: injected crash in `pmlseg detect`", "missing model": "no-such-model"}[case]
+    assert words in p.stderr
+    st = tmp_path / "status.json"
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "step", str(st), "--stage", "detect", "--", *cmd],
+                       capture_output=True, text=True, env=env, timeout=120)
+    if case == "bad input":
+        assert p.returncode == 0 and read_status(st)["status"] == "failed"
+        assert read_status(st)["reason"].endswith("absent_FLAIR.nii.gz: follow-up FLAIR (--followup) not found")
+    else:  # the Snakemake job fails (run exits non-zero) and nothing says the visit is done
+        assert p.returncode == {"crash": 70, "missing model": 78}[case] and not st.exists()
+        assert "not a verdict on the visit" in p.stderr
 
 
 # ------------------------------------------------------------------ chain

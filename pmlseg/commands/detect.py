@@ -18,8 +18,8 @@ subtraction baseline, threshold, 26-connected components of >= 10 mm^3. Writes i
                       in an embedded viewer (NiiVue, offline), crops, decision export
   dicom/              DICOM SEG of the new lesions and SR (TID 1500) with the measurements
   baseline_space/     optional T1/T2/DWI inputs resampled onto the rebaseline FLAIR grid
-A failed registration QC stops with an error naming both files (exit 1); with --allow-qc-failure it
-writes qc.json with status "failed", no lesion outputs, and exits 0 (cohort runs go on).
+A failed registration QC stops with an error naming both files (exit 65, bad input); with
+--allow-qc-failure it writes qc.json with status "failed", no lesion outputs, and exits 0 (cohort runs go on).
 """
 
 
@@ -41,14 +41,14 @@ def add_arguments(p) -> None:
     p.add_argument("--followup-transform", metavar="TFM",
                    help="ITK transform mapping rebaseline points to follow-up points; skips registration")
     p.add_argument("--allow-qc-failure", action="store_true",
-                   help="on failed registration QC write qc.json (status failed) and exit 0 instead of 1")
+                   help="on failed registration QC write qc.json (status failed) and exit 0 instead of 65")
 
 
 def run(args) -> int:
     from pathlib import Path
 
     from pmlseg.detect import pipeline
-    from pmlseg.errors import PmlsegError
+    from pmlseg.errors import PmlsegError, SetupError
 
     # fail fast, before the model is loaded
     for path, what in ((args.baseline, "rebaseline FLAIR (--baseline)"), (args.followup, "follow-up FLAIR (--followup)")):
@@ -58,7 +58,10 @@ def run(args) -> int:
     if args.method == "model":
         from pmlseg.detect.predictor import Predictor
 
-        predictor = Predictor(args.model, args.device)
+        try:
+            predictor = Predictor(args.model, args.device)
+        except PmlsegError as exc:  # a missing/corrupt model or no CUDA GPU: the set-up, not this visit
+            raise SetupError(str(exc)) from None
     optional = {k: getattr(args, k) for k in pipeline.OPTIONAL}
     res = pipeline.run_case(args.baseline, args.followup, args.out, predictor=predictor, method=args.method,
                             followup_transform=args.followup_transform, optional=optional,

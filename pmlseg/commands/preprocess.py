@@ -9,7 +9,7 @@ N4 bias-field correction, an atlas brain mask (ICBM152 template bundled in nilea
 image) and division by the brain's tissue mode, so visits from different scanners compare. Writes
 OUT_IMAGE (float32, same grid as IMAGE) and OUT_MASK (uint8). The workflow registers these
 preprocessed FLAIRs to the rebaseline; the geometry is unchanged, so the transforms apply to the raw
-images too. An unreadable or non-brain image is a one-line error (exit 1).
+images too. An unreadable or non-brain image is a one-line error (exit 65).
 """
 
 

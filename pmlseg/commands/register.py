@@ -26,7 +26,7 @@ grid), --no-brain-mask uses the whole image.
 
 After registration a QC score (gradient-orientation agreement inside the brain) is computed; a
 pair below the calibrated threshold (wrong patient, different anatomy, failed alignment) is
-reported as failed: a one-line error naming both files and exit status 1.  The transform is
+reported as failed: a one-line error naming both files and exit status 65.  The transform is
 still written (for inspection) unless QC failed and --keep-failed is not given.
 """
 

@@ -6,11 +6,11 @@ NAME = "step"
 HELP = "(workflow internal) run a stage and record a failure status instead of stopping the cohort"
 DESCRIPTION = """\
 Used by the Snakemake rules. Runs COMMAND and writes STATUS.json: {"status": "ok"} on success,
-{"status": "failed", "reason": <the stage's one-line error>} when it exits 1 (pmlseg's exit code for a
+{"status": "failed", "reason": <the stage's one-line error>} when it exits 65 (pmlseg's exit code for a
 problem with the input, e.g. a registration QC failure); then exits 0 so the rest of the cohort goes
-on. Any other exit code (a crash by signal, an interrupted job) is passed on and no status is written,
-so a resumed run redoes that job. With --requires S.json, a failed earlier stage is recorded as this
-stage's failure without running COMMAND.
+on. Any other exit code (a crash, a missing model, no CUDA GPU, a signal, a killed job) is passed on
+and no status is written, so the job fails and the next run redoes it. With --requires S.json, a
+failed earlier stage is recorded as this stage's failure without running COMMAND.
 """
 
 

@@ -1,10 +1,11 @@
 """Run one workflow stage and record its outcome in a status file, so bad input never crashes the cohort.
 
-A stage that exits 1 (pmlseg's exit code for a problem with the input, e.g. a registration QC failure)
-gets ``{"status": "failed", "reason": <its last error line>}`` and the step itself exits 0: the workflow
-goes on with everything else and the cohort index lists the problem.  Any other non-zero exit (a signal,
-an interrupted or killed job) is passed through untouched and no status is written, so Snakemake reruns
-that job on resume instead of treating it as done.
+A stage that exits with pmlseg's bad-input code (pmlseg.errors.EXIT_BAD_INPUT, e.g. a registration QC
+failure) gets ``{"status": "failed", "reason": <its last error line>}`` and the step itself exits 0: the
+workflow goes on with everything else and the cohort index lists the problem.  Any other non-zero exit
+(a crash, a set-up that cannot work such as a missing model or no CUDA GPU, a signal, a killed job) is
+not a verdict on the visit: no status is written and the step exits non-zero, so the Snakemake job fails,
+the run exits non-zero and the next run retries the job.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import time
 from pathlib import Path
 
 from pmlseg.atomic import write_text
-
-INPUT_ERROR = 1
+from pmlseg.errors import EXIT_BAD_INPUT
 
 
 def read_status(path: str | Path) -> dict:
@@ -67,7 +67,10 @@ def run_step(status_path: str | Path, cmd: list[str], *, stage: str, log: str | 
     if rc == 0:
         write_status(status_path, "ok", "", stage=stage, seconds=round(time.time() - t0, 1))
         return 0
-    if rc == INPUT_ERROR:
+    if rc == EXIT_BAD_INPUT:
         write_status(status_path, "failed", _last_error(output), stage=stage, seconds=round(time.time() - t0, 1))
         return 0
-    return rc
+    why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
+    sys.stderr.write(f"pmlseg step: {stage} did not finish ({why}): not a verdict on the visit, nothing recorded; "
+                     "the job fails and the next run retries it\n")
+    return rc if rc > 0 else 128 - rc  # killed by signal N: 128 + N, as a shell reports it
