@@ -3,6 +3,7 @@
 #   snakemake --cores N [--config dicom_dir=... out_dir=...]
 # or anywhere with `pmlseg run DICOM_DIR OUT_DIR` (same Snakefile). See docs/workflow.md.
 import os
+import sys
 
 from snakemake.utils import min_version, validate
 
@@ -22,6 +23,16 @@ for _key in ("model", "clinical", "today"):
 
 
 validate(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+
+# a missing model, use_gpu without CUDA, a missing clinical table: one clear error before any job starts
+# (the GPU is checked only where jobs run on this machine; SLURM nodes have their own)
+from pmlseg.errors import SetupError
+from pmlseg.workflow.preflight import check_config
+
+try:
+    check_config(config, local=workflow.local_exec and not workflow.remote_exec)
+except SetupError as exc:
+    sys.exit(f"pmlseg: cannot run: {exc}")
 
 
 include: "workflow/rules/common.smk"

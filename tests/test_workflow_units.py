@@ -130,8 +130,14 @@ def test_clinical_table_by_patient_id_and_bad_values(tmp_path):
     p = tmp_path / "clinical.tsv"
     p.write_text("patient_id\tnatalizumab_start\tjcv_index\tprior_immunosuppressant\n"
                  "P1\t2020-01-01\t1.7\tno\nP9\t2020-01-01\t0.1\tno\n")
-    c = read_clinical(p, identity)
+    unmatched = []
+    c = read_clinical(p, identity, unmatched)
     assert list(c) == ["sub-001"] and c["sub-001"].jcv_index == 1.7 and c["sub-001"].jcv_positive
+    # P9 matches nobody: reported by line, never by its ID
+    assert unmatched == ["clinical.tsv line 3: its patient matches no ingested patient; row not used"]
+    p.write_text("subject\tjcv_index\nsub-001\t1.0\nsub-0O1\t1.0\n")
+    c = read_clinical(p, identity, unmatched)
+    assert list(c) == ["sub-001"] and unmatched[-1].startswith("clinical.tsv line 3:")
     p.write_text("subject\tjcv_index\nsub-001\thigh\n")
     with pytest.raises(PmlsegError, match=r"clinical.tsv:2: JCV antibody index 'high'"):
         read_clinical(p, identity)
@@ -322,7 +328,8 @@ def test_cohort_index_tables_and_page(tmp_path):
         write_tracking(out, sub, out / "manifest.tsv")
     clinical = tmp_path / "clinical.tsv"
     clinical.write_text("subject\tnatalizumab_start\tjcv_index\tprior_immunosuppressant\n"
-                        "sub-001\t2020-01-01\t2.1\tno\nsub-002\t2023-01-01\tnegative\tno\n")
+                        "sub-001\t2020-01-01\t2.1\tno\nsub-002\t2023-01-01\tnegative\tno\n"
+                        "sub-009\t2023-01-01\tnegative\tno\n")
     info = write_index(out, clinical, today=dt.date(2024, 9, 1))
     assert info["failed"] == 2  # sub-002 ses-02 (registration QC) and sub-003 ses-02 (no FLAIR)
     s = {(r["subject"], r["session"]): r for r in read_tsv(out / "sessions.tsv")}
@@ -336,6 +343,7 @@ def test_cohort_index_tables_and_page(tmp_path):
     les = read_tsv(out / "lesions.tsv")
     assert len(les) == 5 and {"subject", "session", "lesion_id", "pml_score"} <= set(les[0])
     page = (out / "index.html").read_text()
+    assert "clinical.tsv line 4: its patient matches no ingested patient; row not used" in page  # not dropped
     assert "SECRETPATIENT" not in page and "2024-01-01" not in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     # suspicious patient first, problems with reasons, timeline, risk + overdue (last scan 244 days ago,
@@ -370,3 +378,34 @@ def test_runner_picks_squeue_when_accounting_is_off(tmp_path, monkeypatch):
     monkeypatch.setattr(R, "resource_dir", lambda: tmp_path)
     with pytest.raises(PmlsegError, match="Snakefile not found"):
         R.find_snakefile()
+
+
+# ------------------------------------------------------------------ preflight and --config paths
+def test_run_that_cannot_work_stops_before_any_job(tmp_path):
+    import torch
+
+    (tmp_path / "dicom").mkdir()
+    cases = [("model=no-such-model", "model no-such-model: no model at")]
+    if not torch.cuda.is_available():
+        cases.append(("use_gpu=true", "use_gpu: true, but torch sees no CUDA GPU"))
+    for item, words in cases:
+        p = subprocess.run([sys.executable, "-m", "pmlseg", "run", str(tmp_path / "dicom"), str(tmp_path / "out"),
+                            "--config", item], capture_output=True, text=True, timeout=300)
+        assert p.returncode != 0, p.stderr[-2000:]
+        (line,) = [ln for ln in p.stderr.splitlines() if "pmlseg: cannot run:" in ln]
+        assert words in line and "Traceback" not in p.stderr
+        assert not (tmp_path / "out" / "manifest.tsv").exists() and not (tmp_path / "out" / "logs").exists()
+
+
+def test_config_paths_resolve_against_the_callers_folder(tmp_path, monkeypatch):
+    from pmlseg.workflow.snakemake_runner import snakemake_command
+
+    (tmp_path / "mymodels" / "m1").mkdir(parents=True)
+    (tmp_path / "clin.tsv").write_text("subject\n")
+    monkeypatch.chdir(tmp_path)
+    cmd = snakemake_command(Path("dicom"), Path("out"), config=["clinical=clin.tsv", "model=mymodels/m1",
+                                                                "today=2024-01-01"])
+    assert f"clinical={tmp_path / 'clin.tsv'}" in cmd and f"model={tmp_path / 'mymodels' / 'm1'}" in cmd
+    assert "today=2024-01-01" in cmd
+    cmd = snakemake_command(Path("dicom"), Path("out"), config=["model=newlesion-2p5d"])
+    assert "model=newlesion-2p5d" in cmd  # a name under models/ stays a name

@@ -200,7 +200,7 @@ def triage(sub: str, sessions: list[dict], risk: dict) -> tuple[tuple, list[str]
 
 def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: dict, *,
                  identities: dict | None = None, today: dt.date | None = None,
-                 scan_dates: dict | None = None) -> str:
+                 scan_dates: dict | None = None, warnings: list[str] = ()) -> str:
     subjects = sorted({s["subject"] for s in sessions})
     # from the visit rows (detection's own tables), so a failed tracking step cannot hide a suspicious lesion
     sus_of = {sub: max((suspicion_rank(x.get("pml_suspicion", "")) for x in sessions if x["subject"] == sub),
@@ -243,6 +243,9 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             body.append(f"<tr><td>{_e(s['subject'])}</td><td>{_e(s['session'])}</td><td>{_e(s['role'])}</td>"
                         f'<td class="{cls}">{_e(s["qc"])}</td><td>{_e(s["reason"])}</td></tr>')
         body.append("</table>")
+    if warnings:
+        body.append("<h2>Clinical table</h2><ul>" + "".join(f'<li class="warn">{_e(w)}</li>' for w in warnings)
+                    + "</ul>")
     for sub in order:
         mine = [s for s in sessions if s["subject"] == sub]
         pts = [(_num(s["interval_days"]), int(_num(s["n_new_lesions"])), _num(s["new_volume_mm3"]), s["session"])
@@ -292,9 +295,10 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             f"<p class=small>pmlseg {_e(__import__('pmlseg').__version__)} {stamp}</p></body></html>\n")
 
 
-def compute_risks(out: Path, clinical: Path | None, today: dt.date, identified: bool = False) -> dict[str, dict]:
+def compute_risks(out: Path, clinical: Path | None, today: dt.date, identified: bool = False,
+                  unmatched: list[str] | None = None) -> dict[str, dict]:
     """Risk stratum, MRI interval, days to the next scan and overdue flag per subject (dates stay inside this
-    function unless ``identified``)."""
+    function unless ``identified``); clinical rows that match no patient are appended to ``unmatched``."""
     if not clinical:
         return {}
     from pmlseg.workflow.risk import read_clinical, stratify
@@ -306,7 +310,7 @@ def compute_risks(out: Path, clinical: Path | None, today: dt.date, identified: 
         if d and (r["subject"] not in last_scan or d > last_scan[r["subject"]]):
             last_scan[r["subject"]] = d
     risks = {}
-    for sub, c in read_clinical(clinical, identity).items():
+    for sub, c in read_clinical(clinical, identity, unmatched).items():
         last = last_scan.get(sub)
         risk = stratify(c, last or today)
         months = risk.mri_interval_days / 30.44
@@ -337,7 +341,8 @@ def write_index(out: Path, clinical: Path | None = None, identified: bool = Fals
     sessions, lesions = build_tables(out)
     write_tsv(out / "sessions.tsv", sessions, SESSION_COLUMNS)
     write_tsv(out / "lesions.tsv", lesions, lesion_columns(lesions))
-    risks = compute_risks(out, clinical, today, identified)
+    unmatched: list[str] = []
+    risks = compute_risks(out, clinical, today, identified, unmatched)
     identities = scan_dates = None
     if identified:
         identity = read_tsv(out / "identity.tsv")
@@ -348,6 +353,6 @@ def write_index(out: Path, clinical: Path | None = None, identified: bool = Fals
             if d and r.get("session"):
                 scan_dates.setdefault(r["subject"], {})[r["session"]] = d.isoformat()
     write_text(out / "index.html", render_index(out, sessions, lesions, risks, identities=identities, today=today,
-                                                scan_dates=scan_dates))
+                                                scan_dates=scan_dates, warnings=unmatched))
     return {"sessions": len(sessions), "lesions": len(lesions),
             "failed": sum(s["qc"] == "failed" for s in sessions), "risks": len(risks)}

@@ -8,6 +8,7 @@ MAGNIMS 2021), so they can be checked and updated without touching code.  The cl
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import yaml
 
 from pmlseg.errors import PmlsegError
+
+log = logging.getLogger(__name__)
 
 TABLE = Path(__file__).with_name("data") / "pml_risk.yaml"
 # accepted spellings of the clinical TSV columns
@@ -66,14 +69,18 @@ def _pick(row: dict, key: str) -> str:
     return ""
 
 
-def read_clinical(path: str | Path, identity: list[dict]) -> dict[str, Clinical]:
-    """Clinical rows by subject label; bad values are errors naming the file, line and column."""
+def read_clinical(path: str | Path, identity: list[dict], unmatched: list[str] | None = None) -> dict[str, Clinical]:
+    """Clinical rows by subject label; bad values are errors naming the file, line and column.
+
+    A row whose patient matches no ingested patient is not used: it is logged as a warning and, when
+    ``unmatched`` is given, appended to it (by line number: the row's patient ID is never repeated)."""
     from pmlseg.tables import read_tsv
     from pmlseg.workflow.manifest import parse_date
 
     path = Path(path)
     rows = read_tsv(path)
     by_patient = {r["patient_id"]: r["subject"] for r in identity if r.get("patient_id")}
+    subjects = {r["subject"] for r in identity}
     out: dict[str, Clinical] = {}
     for line, r in enumerate(rows, 2):
         where = f"{path}:{line}"
@@ -83,8 +90,12 @@ def read_clinical(path: str | Path, identity: list[dict]) -> dict[str, Clinical]
             if not pid:
                 raise PmlsegError(f"{where}: needs a 'subject' or 'patient_id' column")
             subject = by_patient.get(pid)
-            if subject is None:  # a patient not (yet) ingested: nothing to show
-                continue
+        if subject is None or subject not in subjects:  # a typo, or a patient not (yet) ingested
+            what = f"{path.name} line {line}: its patient matches no ingested patient; row not used"
+            log.warning("clinical table %s", what)
+            if unmatched is not None:
+                unmatched.append(what)
+            continue
         c = Clinical(subject)
         c.natalizumab_start = parse_date(_pick(r, "natalizumab_start"), f"{where} natalizumab_start")
         c.rebaseline_date = parse_date(_pick(r, "rebaseline_date"), f"{where} rebaseline_date")

@@ -46,13 +46,13 @@ def slurm_accounting_enabled() -> bool:
     return p.returncode == 0 and "accounting storage is disabled" not in text
 
 
-PATH_KEYS = ("clinical",)
-
-
 def _absolute(item: str) -> str:
-    """KEY=VALUE with path values made absolute: Snakemake runs in OUT, not in the caller's folder."""
+    """KEY=VALUE with path values made absolute: Snakemake runs in OUT, not in the caller's folder.
+    ``model`` is a path when it names an existing folder or holds a '/'; else a name under models/."""
     key, _, value = item.partition("=")
-    if key in PATH_KEYS and value and value not in ("null", "None"):
+    if not value or value in ("null", "None"):
+        return item
+    if key == "clinical" or (key == "model" and ("/" in value or Path(value).is_dir())):
         return f"{key}={Path(value).resolve()}"
     return item
 
