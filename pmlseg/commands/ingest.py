@@ -25,21 +25,34 @@ Extra series of one kind in a session get _run-2, ...; the first one in series.t
 Localisers, perfusion/ASL, derived, reformatted, screenshots and ADC/FA maps are listed as 'other'
 and not converted. Series with missing, duplicate or unevenly spaced slices, mixed sizes or
 orientations are 'failed' with the reason: never a wrong volume. Unreadable, empty, truncated and
-non-DICOM files are skipped with one warning each (named by their path under SRC).
+non-DICOM files are skipped with one warning each, naming the file by a hash of its path under SRC
+(file:0123abcd45), never by the path (export folders and files are often named after the patient):
+`pmlseg ingest SRC --locate file:0123abcd45` prints the path on the terminal.
 Exit status is 0 when the run completed, even if some series failed: read series.tsv.
 """
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("src", metavar="SRC", help="folder holding the DICOM export (searched recursively)")
-    parser.add_argument("out", metavar="OUT", help="BIDS output folder (created; re-runs add only new series)")
+    parser.add_argument("out", metavar="OUT", nargs="?", help="BIDS output folder (created; re-runs add only new series)")
     parser.add_argument("--workers", type=int, default=2, help="parallel index/conversion workers (default 2)")
+    parser.add_argument("--locate", metavar="REF", help="print the path under SRC of the file a log names by REF "
+                                                         "(file:...), then exit; converts nothing")
 
 
 def run(args) -> int:
     from pathlib import Path
 
-    from pmlseg.ingest.pipeline import ingest
+    from pmlseg.errors import PmlsegError
+    from pmlseg.ingest.pipeline import ingest, locate
 
-    counts = ingest(Path(args.src), Path(args.out), workers=args.workers)
+    if args.locate:
+        found = locate(Path(args.src), args.locate)
+        if not found:
+            raise PmlsegError(f"{args.locate}: no file under {args.src} has this reference")
+        print("\n".join(found))
+        return 0
+    if not args.out:
+        raise PmlsegError("pmlseg ingest: OUT is required (unless --locate)")
+    ingest(Path(args.src), Path(args.out), workers=args.workers)
     return 0

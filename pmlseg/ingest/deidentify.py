@@ -51,6 +51,14 @@ def clean_text(text: str, identifiers: list[str] = (), limit: int = 200) -> str:
     return re.sub(r" {2,}", " ", text)[:limit]
 
 
+def source_ref(rel_path: str) -> str:
+    """How logs name a file of the export: a hash of its path under SRC, never the path itself (PACS exports
+    name folders and files after the patient). `pmlseg ingest SRC --locate REF` finds the file again."""
+    import hashlib
+
+    return "file:" + hashlib.sha1(rel_path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+
+
 def identifier_tokens(values: list[str]) -> list[str]:
     """Identifier strings to scrub from free text: the values and, for names, their parts."""
     out = set()

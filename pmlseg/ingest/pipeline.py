@@ -19,7 +19,7 @@ from pmlseg.errors import PmlsegError
 from pmlseg.ingest import bids, geometry
 from pmlseg.ingest.classify import classify, series_facts
 from pmlseg.ingest.convert import convert_series, dcm2niix_path
-from pmlseg.ingest.deidentify import clean_text, filter_sidecar, identifier_tokens
+from pmlseg.ingest.deidentify import clean_text, filter_sidecar, identifier_tokens, source_ref
 from pmlseg.ingest.index import FileInfo, index_tree
 from pmlseg.tables import read_tsv, write_tsv
 
@@ -60,7 +60,7 @@ def ingest(src: Path, out: Path, workers: int = 2, show_progress: bool = True) -
     exe = dcm2niix_path()
     infos, skipped = index_tree(src, workers=workers, show_progress=show_progress, exclude=out)
     for path, reason in skipped:
-        log.warning("skipped %s: %s", clean_text(_rel(path, src), limit=300), reason)
+        log.warning("skipped %s: %s", source_ref(_rel(path, src)), reason)
     if not infos:
         raise PmlsegError(f"{src}: no DICOM image files found ({len(skipped)} files looked at)")
     try:
@@ -191,6 +191,13 @@ def _num(x) -> int:
         return int(x)
     except (TypeError, ValueError):
         return 1 << 30
+
+
+def locate(src: Path, ref: str) -> list[str]:
+    """Paths under ``src`` of the file(s) a log names by ``ref`` (see deidentify.source_ref)."""
+    from pmlseg.ingest.index import find_files
+
+    return [_rel(p, src) for p in find_files(src) if source_ref(_rel(p, src)) == ref]
 
 
 def _rel(path: str, src: Path) -> str:

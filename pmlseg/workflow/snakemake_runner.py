@@ -4,6 +4,10 @@ A subprocess, not the Python API: Snakemake's API changes between major versions
 line is stable, and a subprocess keeps Snakemake's logging and signal handling (Ctrl-C marks jobs
 incomplete so a re-run resumes them).  The working directory is OUT, so Snakemake's metadata (what
 is done, what was interrupted) lives with the results and a re-run computes only new work.
+
+Snakemake is handed ``OUT/.pmlseg/dicom``, a link to the export, never the export's own path: a PACS
+export's folder can be named after the patient, and Snakemake writes its inputs into its log, its
+metadata and cluster job scripts.
 """
 
 from __future__ import annotations
@@ -57,6 +61,20 @@ def _absolute(item: str) -> str:
     return item
 
 
+def dicom_alias(dicom: Path, out: Path) -> Path:
+    """OUT/.pmlseg/dicom, a symbolic link to the export (re-pointed when the export moves)."""
+    alias = out.resolve() / ".pmlseg" / "dicom"
+    alias.parent.mkdir(parents=True, exist_ok=True)
+    target = dicom.resolve()
+    if alias.is_symlink() and Path(os.readlink(alias)) == target:
+        return alias
+    tmp = alias.with_name(".dicom.tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target, target_is_directory=True)
+    os.replace(tmp, alias)
+    return alias
+
+
 def snakemake_command(dicom: Path, out: Path, *, cores: int | None = None, executor: str | None = None,
                       jobs: int | None = None, config: list[str] = (), dry_run: bool = False,
                       extra: list[str] = ()) -> list[str]:
@@ -65,7 +83,7 @@ def snakemake_command(dicom: Path, out: Path, *, cores: int | None = None, execu
     config = [_absolute(item) for item in config]
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile), "--directory", str(out),
            "--workflow-profile", str(profile),
-           "--config", f"dicom_dir={dicom.resolve()}", f"out_dir={out.resolve()}", *config]
+           "--config", f"dicom_dir={os.path.abspath(dicom)}", f"out_dir={out.resolve()}", *config]
     if executor and executor != "local":
         if shutil.which("sbatch") is None and executor == "slurm":
             raise PmlsegError("--executor slurm: sbatch not found on PATH (is this a SLURM login node?)")
@@ -94,7 +112,7 @@ def run_workflow(dicom: Path, out: Path, **kwargs) -> int:
         raise PmlsegError(f"{dicom}: DICOM folder not found")
     check_config(kwargs.get("config", ()))
     out.mkdir(parents=True, exist_ok=True)
-    cmd = snakemake_command(dicom, out, **kwargs)
+    cmd = snakemake_command(dicom_alias(dicom, out), out, **kwargs)
     log.info("running: %s", " ".join(cmd))
     env = dict(os.environ)
     # jobs (also on SLURM nodes) call this interpreter's pmlseg, whatever PATH says
