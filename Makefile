@@ -19,7 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pmlseg demo $(DEMO_DIR)
 
+# As root, the system tools the tests use are installed first (.ci/system_deps.sh); under CI=true a
+# one-node SLURM cluster is started too (.ci/start_slurm.sh). Otherwise tests whose tool or data is
+# missing skip, and pytest's last lines say which and how to get them (CI=true fails them instead).
 test: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then bash .ci/system_deps.sh; fi
+	@case "$${CI:-}" in 1|true|yes) if [ "$$(id -u)" = 0 ]; then bash .ci/start_slurm.sh; fi;; esac
 	$(BIN)/python -m pytest -v --durations=25 $(PYTEST_ARGS)
 
 clean:

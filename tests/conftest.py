@@ -1,4 +1,8 @@
+"""Shared fixtures. A missing system tool or data set fails under CI=true; elsewhere the tests that need it
+skip, and one summary line at the end names what was skipped and how to get it."""
+
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -6,30 +10,56 @@ import pytest
 from pmlseg.paths import shared_data_dir
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_SKIPPED: dict[str, int] = {}  # what is missing and how to get it -> number of tests skipped
+
+
+def require(ok: bool, what: str) -> None:
+    """Fail under CI, else skip (counted for the summary), when ``ok`` is false."""
+    if ok:
+        return
+    if ON_CI:
+        pytest.fail(f"{what} (CI=true: required)")
+    _SKIPPED[what] = _SKIPPED.get(what, 0) + 1
+    pytest.skip(what)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SKIPPED:
+        terminalreporter.write_line(
+            "SKIPPED for missing tools/data (CI=true fails instead): "
+            + "; ".join(f"{n} test(s): {what}" for what, n in _SKIPPED.items()), yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data beside the repo; CI has it, so its absence is a failure, not a skip."""
+    """The real data beside the repo (CI has it)."""
     d = shared_data_dir()
-    assert (d / "README.md").exists(), f"real test data not found at {d} (set PMLSEG_SHARED_DATA)"
+    require((d / "README.md").exists(),
+            f"real test data not found at {d}: put it beside the repository or set PMLSEG_SHARED_DATA")
     return d
 
 
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    require(shutil.which("dciodvfy") is not None,
+            "dciodvfy missing: `make test` as root installs it (.ci/system_deps.sh), or apt-get install dicom3tools")
+    return shutil.which("dciodvfy")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    require(shutil.which("sbatch") is not None,
+            "SLURM missing: as root, CI=true make test starts a one-node cluster (.ci/start_slurm.sh)")
 
 
 @pytest.fixture
 def chromium(tmp_path):
     """Headless Chromium (selenium + Debian's chromium-driver) with the network off and software WebGL2
-    (SwiftShader), downloads into tmp_path/downloads.  Missing browser: skip locally, failure under CI=true."""
-    import shutil
-
-    if not (shutil.which("chromedriver") and shutil.which("chromium")):
-        msg = "headless Chromium missing: apt-get install -y chromium chromium-driver"
-        if ON_CI:
-            pytest.fail(msg + " (CI must install them)")
-        pytest.skip(msg)
+    (SwiftShader), downloads into tmp_path/downloads."""
+    require(bool(shutil.which("chromedriver") and shutil.which("chromium")),
+            "chromium/chromedriver missing: `make test` as root installs them (.ci/system_deps.sh), "
+            "or apt-get install chromium chromium-driver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -19,7 +19,7 @@ from pmlseg.characterise import score_pml
 from pmlseg.errors import PmlsegError
 from pmlseg.report import viewer
 from pmlseg.report.html import write_report
-from conftest import ON_CI
+from conftest import require
 from test_characterise_pml import MS, PML  # noqa: E402  (tests dir is on sys.path via rootdir)
 
 NAME = "Doe^Jane"
@@ -254,9 +254,8 @@ def test_pdf_pages_hold_rebaseline_and_followup_crops(tmp_path):
     from PIL import Image
 
     for tool in ("pdftoppm", "pdftotext"):
-        if not shutil.which(tool):
-            msg = f"{tool} missing: apt-get install -y poppler-utils"
-            pytest.fail(msg + " (CI must install it)") if ON_CI else pytest.skip(msg)
+        require(shutil.which(tool) is not None, f"{tool} missing: `make test` as root installs it "
+                                                "(.ci/system_deps.sh), or apt-get install poppler-utils")
     labels, imgs = _case()
     lesions = score_pml([MS, PML])
     pdf = write_report(tmp_path, lesions, imgs, labels)["pdf"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +13,7 @@ import pytest
 from pmlseg.tables import read_tsv
 
 REPO = Path(__file__).resolve().parents[1]
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not ON_CI and shutil.which("sbatch") is None,
-                       reason="SLURM not installed (run .ci/start_slurm.sh as root); required under CI=true"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]  # skips without SLURM unless CI=true
 
 
 def _cluster_up() -> bool:
