@@ -71,6 +71,10 @@ def run_step(status_path: str | Path, cmd: list[str], *, stage: str, log: str | 
         write_status(status_path, "failed", _last_error(output), stage=stage, seconds=round(time.time() - t0, 1))
         return 0
     why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
-    sys.stderr.write(f"pmlseg step: {stage} did not finish ({why}): not a verdict on the visit, nothing recorded; "
-                     "the job fails and the next run retries it\n")
+    note = (f"pmlseg step: {stage} did not finish ({why}): not a verdict on the visit, nothing recorded; "
+            "the job fails and the next run retries it\n")
+    sys.stderr.write(note)
+    if log:
+        with open(log, "a") as fp:
+            fp.write(note)
     return rc if rc > 0 else 128 - rc  # killed by signal N: 128 + N, as a shell reports it
