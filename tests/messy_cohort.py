@@ -2,7 +2,7 @@
 
 Low-resolution synthetic FLAIR (and T1w) series from the ICBM152 phantom (2.4 x 2.4 x 4 mm, 40 slices),
 so the whole cohort converts and runs in a few minutes on 2 cores. Patients, in folders named the way a
-PACS export names them (``NOVAK^MARTA_8841207733_19850312/``, some files named after the patient too):
+PACS export names them (``NOVAKOVIC^MARTINA_8841207733_19850312/``, some files named after the patient too):
 
 - ``stable``: four patients whose follow-up is a re-scan with the same lesions (new head pose, bias
   field, noise); the common case;
@@ -27,14 +27,14 @@ SIZE, SPACING = (80, 96, 40), (2.4, 2.4, 4.0)
 
 # (kind, PatientName, PatientID, PatientBirthDate)
 PATIENTS = [
-    ("stable", "NOVAK^MARTA", "8841207733", "19850312"),
-    ("stable", "HORVAT^JANEZ", "7730119284", "19770904"),
-    ("stable", "KRALJ^ANA", "6619023375", "19910127"),
-    ("stable", "ZUPAN^MAJA", "5508936446", "19690618"),
-    ("new", "KOVAC^PETRA", "4497845517", "19880430"),
-    ("no_flair", "MLAKAR^TINA", "3386754628", "19740211"),
-    ("wrong", "POTOCNIK^EVA", "2275663739", "19820823"),
-    ("single", "VIDMAR^NINA", "1164572840", "19950706"),
+    ("stable", "NOVAKOVIC^MARTINA", "8841207733", "19850312"),
+    ("stable", "HORVATIC^BOGDANA", "7730119284", "19770904"),
+    ("stable", "KRALJEVIC^ANASTAZIJA", "6619023375", "19910127"),
+    ("stable", "ZUPANCIC^MAGDALENA", "5508936446", "19690618"),
+    ("new", "KOVACEVIC^PETRONELA", "4497845517", "19880430"),
+    ("no_flair", "MLAKARJEVA^VALENTINA", "3386754628", "19740211"),
+    ("wrong", "POTOCNIKOVA^EVANGELINA", "2275663739", "19820823"),
+    ("single", "VIDMARJEVA^NINOSLAVA", "1164572840", "19950706"),
 ]
 # what sessions.tsv must say: kind -> (follow-up qc, words in its reason); the rebaseline is 'ok' or 'skipped'
 EXPECTED = {"stable": ("ok", ""), "new": ("ok", ""), "no_flair": ("failed", "no usable FLAIR"),
@@ -42,7 +42,8 @@ EXPECTED = {"stable": ("ok", ""), "new": ("ok", ""), "no_flair": ("failed", "no 
 
 
 def identifiers() -> list[str]:
-    """Every name part, ID and birth date of the export: none may appear outside identity.tsv."""
+    """Every name part, ID and birth date of the export: none may appear outside identity.tsv (each at
+    least 7 characters, so that no base64 image or compressed voxel stream holds one by chance)."""
     out = []
     for _, name, pid, birth in PATIENTS:
         out += [name, *name.split("^"), pid, birth]
