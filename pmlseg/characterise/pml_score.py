@@ -27,12 +27,22 @@ def load_rules(path: str | Path | None = None) -> dict:
 
 
 def _rule_values(f: dict, r: dict) -> dict[str, tuple[float, str]]:
-    """For each rule: (strength 0..1 or None when the input is missing, explanation)."""
+    """For each rule: (strength 0..1 or None when an input feature is missing (NA), explanation).
+    A rule with a missing input contributes nothing: the score uses the available features only."""
     R = r["rules"]
     out: dict[str, tuple[float | None, str]] = {}
-    out["juxtacortical"] = (float(f["juxtacortical"]), f"cortical contact {f['cortical_contact']:.0%}, GM in lesion {f['gm_fraction_in_lesion']:.0%}")
-    fav = f["lobe"] in R["favoured_region"]["lobes"] or f.get("infratentorial_region") in R["favoured_region"]["regions"]
-    out["favoured_region"] = (float(fav), f"{f.get('infratentorial_region') or f['lobe']}")
+
+    def na(rule: str, *keys: str) -> bool:
+        gone = [k for k in keys if f.get(k) is None]
+        if gone:
+            out[rule] = (None, f"n/a ({', '.join(gone)} missing)")
+        return bool(gone)
+
+    if not na("juxtacortical", "juxtacortical", "cortical_contact", "gm_fraction_in_lesion"):
+        out["juxtacortical"] = (float(f["juxtacortical"]), f"cortical contact {f['cortical_contact']:.0%}, GM in lesion {f['gm_fraction_in_lesion']:.0%}")
+    if not na("favoured_region", "lobe"):
+        fav = f["lobe"] in R["favoured_region"]["lobes"] or f.get("infratentorial_region") in R["favoured_region"]["regions"]
+        out["favoured_region"] = (float(fav), f"{f.get('infratentorial_region') or f['lobe']}")
     L = R["large"]
     d = f["max_diameter_mm"]
     out["large"] = (min(1.0, max(0.0, (d - L["from_mm"]) / (L["to_mm"] - L["from_mm"]))), f"max diameter {d:.0f} mm")
@@ -54,11 +64,13 @@ def _rule_values(f: dict, r: dict) -> dict[str, tuple[float, str]]:
     out["mass_effect"] = (float(f["mass_effect"]), ce_txt)
     out["growth"] = (float(f["new_or_enlarging"] == "enlarging"), f"{f['new_or_enlarging']} (overlap {f.get('previous_overlap', 0):.0%})")
     # penalise lesions whose main location is periventricular (a large juxtacortical lesion may reach the ventricle)
-    out["periventricular"] = (float(f.get("location", "periventricular" if f["periventricular"] else "") == "periventricular"),
-                              f"{f['dist_ventricle_mm']:.0f} mm from ventricle")
+    if not na("periventricular", "periventricular", "dist_ventricle_mm"):
+        out["periventricular"] = (float(f.get("location", "periventricular" if f["periventricular"] else "") == "periventricular"),
+                                  f"{f['dist_ventricle_mm']:.0f} mm from ventricle")
     O = R["ovoid"]
-    out["ovoid"] = (float(f["solidity"] >= O["solidity_min"] and f["sphericity"] >= O["sphericity_min"]),
-                    f"solidity {f['solidity']:.2f}, sphericity {f['sphericity']:.2f}")
+    if not na("ovoid", "solidity", "sphericity"):
+        out["ovoid"] = (float(f["solidity"] >= O["solidity_min"] and f["sphericity"] >= O["sphericity_min"]),
+                        f"solidity {f['solidity']:.2f}, sphericity {f['sphericity']:.2f}")
     out["small"] = (float(f["volume_mm3"] <= R["small"]["max_volume_mm3"]), f"{f['volume_mm3']:.0f} mm3")
     sh = [s for s in (wm_s, cx_s) if s is not None]
     out["well_defined"] = ((float(min(sh) >= R["well_defined"]["min_sharpness"]), f"min border sharpness {min(sh):.2f}/mm")
