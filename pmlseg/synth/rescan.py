@@ -57,3 +57,12 @@ def simulate_rescan(image: sitk.Image, seed: int = 0, params: Rescan = Rescan())
     out = sitk.GetImageFromArray(rician(a, sigma, rng))
     out.CopyInformation(img)
     return out, motion.GetInverse()
+
+
+def write_rescan(src, dst, seed: int = 0, params: Rescan = Rescan()):
+    """Read ``src`` (NIfTI), write its simulated re-scan to ``dst``; returns the original->re-scan transform."""
+    from pmlseg.atomic import write_nifti
+
+    img, tfm = simulate_rescan(sitk.ReadImage(str(src)), seed, params)
+    write_nifti(dst, img)
+    return tfm
