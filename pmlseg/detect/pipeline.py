@@ -30,6 +30,8 @@ OUTPUTS = ("new_lesions.nii.gz", "possible_lesions.nii.gz", "possible_lesions.ts
 OPTIONAL = {"baseline_t1": ("baseline", "T1w"), "baseline_t2": ("baseline", "T2w"),
             "followup_t1": ("followup", "T1w"), "followup_t2": ("followup", "T2w"),
             "followup_dwi": ("followup", "dwi")}
+# the optional follow-up images lesion characterisation reads, by their key in characterise_lesions' images
+FEATURE_IMAGE = {"followup_t1": "t1_fu", "followup_t2": "t2_fu", "followup_dwi": "dwi_fu"}
 
 
 @dataclass
@@ -274,7 +276,8 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
             qc["input_registrations"][k] = _qc_record(reg_qc)
             if img is None:
                 log.warning("%s: not used, its features stay NA", reg_qc.reason)
-                unavailable[k] = f"{visit} {kind} registration failed QC (gradient agreement {reg_qc.similarity:.2f})"
+                unavailable[FEATURE_IMAGE.get(k, k)] = (f"{visit} {kind} registration failed QC "
+                                                        f"(gradient agreement {reg_qc.similarity:.2f})")
                 continue
             in_baseline_space[k] = img
             write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz", img)
@@ -302,15 +305,14 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
         images = {"flair_bl": pair.baseline,
                   "flair_fu": sitk.Resample(fu_img, pair.baseline, pair.transform, sitk.sitkLinear, 0.0,
                                             sitk.sitkFloat32),
-                  "t1_fu": in_baseline_space.get("followup_t1"), "t2_fu": in_baseline_space.get("followup_t2"),
-                  "dwi_fu": in_baseline_space.get("followup_dwi")}
+                  **{img: in_baseline_space.get(k) for k, img in FEATURE_IMAGE.items()}}
         priors = None
         if rows:  # lesion location needs the template fit, checked like every registration feeding a score
             from pmlseg.characterise.location import register_to_template
 
             priors = register_to_template(pair.baseline)
             qc["template_registration"] = _qc_record(priors.qc)
-        notes = [f"{k.replace('_', ' ')}: {why}" for k, why in unavailable.items()]
+        notes = [f"{why}: its features NA" for why in unavailable.values()]
         if priors is not None and not priors.qc.passed:
             notes.append(f"template registration failed QC (gradient agreement {priors.qc.similarity:.2f}): "
                          "lesion location features NA")
