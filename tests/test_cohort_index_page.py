@@ -23,6 +23,10 @@ def _cohort(tmp_path) -> Path:
         man.append({**man[0], "subject": "sub-004", "session": ses, "role": role, "days": days,
                     "interval_days": days or "", "previous": "ses-01" if days else "", "reason": "", "status": "ok"})
     write_tsv(out / "manifest.tsv", man, COLUMNS)
+    identity = read_tsv(out / "identity.tsv")  # sub-004 is an ingested patient too (clinical rows must match one)
+    identity += [{**identity[0], "patient_id": "PAT4SECRET", "subject": "sub-004", "session": ses}
+                 for ses in ("ses-01", "ses-02")]
+    write_tsv(out / "identity.tsv", identity, list(identity[0]))
     _detection(out, "sub-004", "ses-02", "rebaseline", [], [])
     for sub in ("sub-001", "sub-002", "sub-003", "sub-004"):
         write_tracking(out, sub, out / "manifest.tsv")

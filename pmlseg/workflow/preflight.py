@@ -22,13 +22,13 @@ def check_config(config: dict, local: bool) -> None:
                             "(set use_gpu=false to detect on the CPU, or run where a GPU is visible)")
     if config.get("detect_method", "model") == "model":
         from pmlseg.detect.predictor import resolve_model
-        from pmlseg.paths import MODELS_DIR
+        from pmlseg.paths import models_dirs
 
         folder = resolve_model(config.get("model"))
         if not (folder / "metadata.json").is_file():
-            known = sorted(p.name for p in MODELS_DIR.glob("*") if (p / "metadata.json").is_file())
+            known = sorted(p.name for d in models_dirs() for p in d.glob("*") if (p / "metadata.json").is_file())
             problems.append(f"model {config.get('model')}: no model at {folder} "
-                            f"(models in {MODELS_DIR}: {', '.join(known) or 'none'})")
+                            f"(known models: {', '.join(known) or 'none'})")
     if config.get("clinical") and not Path(config["clinical"]).is_file():
         problems.append(f"clinical {config['clinical']}: file not found")
     if problems:
