@@ -110,14 +110,18 @@ def test_allow_qc_failure_writes_failed_status_and_exits_0(wrong_pair, tmp_path)
     bl, fu, _, tfm = wrong_pair
     out = tmp_path / "o"
     out.mkdir()
-    (out / "lesions.tsv").write_text("stale\n")  # a previous run's output must not survive
+    for name in ("lesions.tsv", "report.pdf", "characterisation.json", "baseline_space/followup_T1w.nii.gz",
+                 "dicom/seg.dcm", "dicom/sr.dcm"):  # a previous run's outputs must not survive
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("stale\n")
+    (out / "status.json").write_text("{}\n")  # not detect's own output: the workflow's
     rc = main(["detect", "--baseline", str(bl), "--followup", str(fu), "--out", str(out), "--method", "classical",
                "--followup-transform", str(tfm), "--allow-qc-failure"])
     assert rc == 0
     qc = json.loads((out / "qc.json").read_text())
     assert qc["status"] == "failed" and qc["registration"]["passed"] is False
     assert str(bl) in qc["reason"] and str(fu) in qc["reason"]
-    assert not any((out / n).exists() for n in pipeline.LESION_OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == ["qc.json", "status.json"]
 
 
 def test_model_slice_mm_sets_the_working_grid(shared_data, tmp_path):

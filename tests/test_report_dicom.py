@@ -1,6 +1,7 @@
 """DICOM SEG + SR (TID 1500) of the lesions: valid per dciodvfy (Debian dicom3tools), pseudonymous,
 and the SEG decodes back to the lesion masks."""
 
+import shutil
 import subprocess
 
 import highdicom as hd
@@ -44,3 +45,20 @@ def test_dciodvfy_finds_no_errors(outputs, dciodvfy):
         res = subprocess.run([dciodvfy, str(p)], capture_output=True, text=True, timeout=60)
         errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
         assert not errors, f"{p.name}: {errors}"
+
+
+def test_stable_followup_sr_records_no_new_lesion_and_no_seg(tmp_path):
+    """No lesion: a SEG with zero segments is invalid DICOM, so none is written; the SR says 'absent'."""
+    labels, imgs = _case()
+    empty = sitk.Image(labels.GetSize(), labels.GetPixelID())
+    empty.CopyInformation(labels)
+    paths = write_dicom_outputs(tmp_path, empty, imgs["flair_bl"], [], "sub-001")
+    assert "seg" not in paths and not (tmp_path / "dicom" / "seg.dcm").exists()
+    sr = hd.sr.srread(paths["sr"])
+    items = [(str(i.ConceptNameCodeSequence[0].CodeMeaning), str(i.ConceptCodeSequence[0].CodeMeaning))
+             for i in sr.ContentSequence[-1].ContentSequence[0].ContentSequence if "ConceptCodeSequence" in i]
+    assert ("New or enlarging lesion", "Absent") in items
+    assert sr.PatientID == "sub-001" and NAME not in str(pydicom.dcmread(paths["sr"]))
+    if shutil.which("dciodvfy"):  # dicom3tools: CI installs it (tests above require it)
+        res = subprocess.run(["dciodvfy", str(paths["sr"])], capture_output=True, text=True, timeout=60)
+        assert not [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]

@@ -120,6 +120,28 @@ def test_report_files_and_pseudonymity(tmp_path):
     assert NAME in ident["html"].read_text()
 
 
+def test_stable_report_says_no_new_lesion_and_shows_the_images(tmp_path):
+    """A follow-up without lesions gets a full report: the plain statement, the QC and the compared images."""
+    import re
+    import subprocess
+
+    labels, imgs = _case()
+    empty = sitk.Image(labels.GetSize(), labels.GetPixelID())
+    empty.CopyInformation(labels)
+    paths = write_report(tmp_path, [], imgs, empty, qc={"status": "pass", "detail": "registration similarity 0.97"},
+                         header={"subject": "sub-001", "report_id": "pmlseg-abc"})
+    text = paths["html"].read_text()
+    stable = text[text.index("id=stable"):]
+    assert "No new or enlarging lesion" in stable[:200] and "pass" in stable[:200]
+    assert "data:image/png;base64," in stable and "pmlseg-abc" in text
+    pdf = paths["pdf"].read_bytes()
+    assert len(re.findall(rb"/Type /Page\b", pdf)) == 2  # summary + the images
+    if shutil.which("pdftotext"):  # poppler-utils
+        text = subprocess.run(["pdftotext", str(paths["pdf"]), "-"], capture_output=True, text=True).stdout
+        assert "No new or enlarging lesion" in text
+    assert json.loads(paths["json"].read_text()) == []
+
+
 def test_viewer_volumes_cropped_to_the_brain_on_one_grid():
     labels, imgs = _case()
     # brain: z 5-14, y 17-46, x 12-43; lesion 1 reaches y = 15, lesion 2 y = 49 and x = 53, outside it
@@ -238,7 +260,9 @@ def test_report_in_headless_chromium(tmp_path, chromium, monkeypatch):
                        "document.getElementById('com-2').value = 'satellites';")
     drv.find_element("id", "export").click()
     exported = drv.execute_script("return window.lastExport")
-    assert {"lesion_id": 2, "decision": "suspect_pml", "comment": "satellites"} in exported["decisions"]
+    mine = next(d for d in exported["decisions"] if d["lesion_id"] == 2)
+    assert (mine["decision"], mine["comment"]) == ("suspect_pml", "satellites")
+    assert "centroid" in mine and exported["report_id"]  # what review import checks
     dl = tmp_path / "downloads"
     for _ in range(50):
         if (dl / "decisions.json").exists():

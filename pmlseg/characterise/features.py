@@ -74,27 +74,54 @@ def _diameter(idx: np.ndarray, sp) -> float:
 
 
 def _shape(mask: np.ndarray, sp) -> dict:
-    """Solidity (voxels / voxels inside the convex hull, as skimage regionprops) and sphericity
-    (pi^(1/3) (6V)^(2/3) / A, area from marching cubes)."""
+    """Solidity (voxels / voxels inside the convex hull, as skimage regionprops; in-plane for a lesion on
+    one slice) and sphericity (pi^(1/3) (6V)^(2/3) / A, area from marching cubes).  None where undefined
+    (a line of voxels): a default value would move the PML score."""
     from skimage.measure import marching_cubes, mesh_surface_area
     from skimage.morphology import convex_hull_image
 
     vol = mask.sum() * float(np.prod(sp))
     sl = ndi.find_objects(mask.astype(np.uint8))[0]
-    sub = np.pad(mask[sl], 1)
-    try:
-        hull = convex_hull_image(sub) if min(mask[sl].shape) > 1 else sub
-        solidity = float(sub.sum() / max(hull.sum(), 1))
-    except Exception:  # degenerate (flat) lesion
-        solidity = 1.0
+    flat = np.squeeze(mask[sl])
+    solidity = None
+    if flat.ndim >= 2:
+        try:
+            sub = np.pad(flat, 1)
+            solidity = min(1.0, float(sub.sum() / max(convex_hull_image(sub).sum(), 1)))
+        except Exception:  # degenerate hull (qhull): leave it undefined
+            solidity = None
     padded = np.pad(mask, 2).astype(np.float32)
     try:
         verts, faces, _, _ = marching_cubes(ndi.gaussian_filter(padded, 0.5), 0.5, spacing=tuple(sp))
         area = mesh_surface_area(verts, faces)
-        sph = float(np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / area) if area > 0 else 1.0
+        sph = float(min(1.0, np.pi ** (1 / 3) * (6 * vol) ** (2 / 3) / area)) if area > 0 else None
     except Exception:
-        sph = 1.0
-    return {"solidity": min(1.0, solidity), "sphericity": float(min(1.0, sph))}
+        sph = None
+    return {"solidity": solidity, "sphericity": sph}
+
+
+# features that need the template fit (location priors) or an optional image, for missing_features
+TEMPLATE_FEATURES = ("centroid_mni", "gm_fraction_in_lesion", "cortical_contact", "dist_ventricle_mm",
+                     "infratentorial_region", "periventricular", "juxtacortical", "location", "lobe", "hemisphere",
+                     "border_sharpness_wm", "border_sharpness_cortical", "cortex_contact", "ventricle_contact",
+                     "ventricle_alignment", "elongation")
+IMAGE_FEATURES = {"t1_fu": ("t1_ratio",), "dwi_fu": ("dwi_ratio",), "t2_fu": ("t2_ratio",),
+                  "t1ce_fu": ("enhancing_fraction",)}
+IMAGE_NAMES = {"t1_fu": "follow-up T1w", "dwi_fu": "follow-up DWI", "t2_fu": "follow-up T2w",
+               "t1ce_fu": "follow-up post-contrast T1w"}
+
+
+def missing_inputs(images: dict, unavailable: dict[str, str] | None, priors) -> dict[str, str]:
+    """feature -> why it is NA: an optional image not given or failing its registration QC (``unavailable``),
+    or the template fit failing its QC."""
+    out = {}
+    for key, feats in IMAGE_FEATURES.items():
+        if images.get(key) is None:
+            why = (unavailable or {}).get(key) or f"no {IMAGE_NAMES[key]}"
+            out.update({f: why for f in feats})
+    if priors.qc is not None and not priors.qc.passed:
+        out.update({f: f"template registration failed QC ({priors.qc.reason})" for f in TEMPLATE_FEATURES})
+    return out
 
 
 def _orientation(idx_mm: np.ndarray, centroid_mm: np.ndarray, vent_tree, vent_pts: np.ndarray,
@@ -121,11 +148,14 @@ def _orientation(idx_mm: np.ndarray, centroid_mm: np.ndarray, vent_tree, vent_pt
 def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brain_mask: sitk.Image | None = None,
                          baseline_labels_prev: sitk.Image | None = None,
                          priors: loc.TemplatePriors | None = None, lesion_ids=None,
-                         growth_ml_per_month: dict | None = None) -> list[dict]:
+                         growth_ml_per_month: dict | None = None,
+                         unavailable: dict[str, str] | None = None) -> list[dict]:
     """One dict of features per label value (1..N) of ``labels``; see docs/pml_score.md for each key.
 
     ``images`` are on the label grid: 'flair_bl', 'flair_fu' required; 't1_fu', 't1ce_fu', 'dwi_fu',
-    't2_fu' optional.  ``priors`` (template registration) is computed from 'flair_bl' when not given.
+    't2_fu' optional.  ``priors`` (template registration) is computed from 'flair_bl' when not given;
+    when its QC failed, the location features are None.  ``unavailable``: optional image -> why it is
+    missing (e.g. its registration failed QC).  Every lesion gets ``missing_features`` ('feature: why; ...').
     ``lesion_ids``: characterise only these labels (the others still count as lesions for the references).
     ``growth_ml_per_month``: lesion id -> growth from lesion tracking, where a curve exists.
     A feature that cannot be measured (missing image, no ventricle found, lesion too small) is None.
@@ -141,8 +171,16 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     vox = float(np.prod(sp))
     if priors is None:
         priors = loc.register_to_template(images["flair_bl"], brain_mask)
+    placed = priors.qc is None or priors.qc.passed  # the template priors may be used
+    missing = missing_inputs(images, unavailable, priors)
+    if brain_mask is None and not placed:
+        from pmlseg.registration.preprocess import brain_mask as subject_brain_mask
+
+        brain_mask = subject_brain_mask(images["flair_bl"], "FLAIR", name="rebaseline FLAIR")
     brain = (_arr(brain_mask) > 0) if brain_mask is not None else (_arr(priors.brain) > 0)
     gm, wm, csf = _arr(priors.gm), _arr(priors.wm), _arr(priors.csf)
+    if not placed:
+        wm = np.zeros_like(wm)  # normal-appearing WM falls back to the whole brain below
     anylesion = lab > 0
 
     # intensity references: normal-appearing WM (template WM > 0.9, no lesion within 3 mm)
@@ -158,8 +196,8 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     csf_bl, csf_fu = brain & (fl_bl < 0.45), brain & (fl_fu < 0.45)
     # whole-brain CSF ratio: scanner/protocol change and atrophy shift every ring alike, so divide it out
     global_csf_ratio = float(csf_fu.sum()) / max(float(csf_bl.sum()), 1.0)
-    cortex = loc.cortex_prior(priors, labels)
-    vent = loc.ventricle_prior(priors, labels)
+    cortex = loc.cortex_prior(priors, labels) if placed else np.zeros(lab.shape, bool)
+    vent = loc.ventricle_prior(priors, labels) if placed else np.zeros(lab.shape, bool)
     vent = _dilate(vent, sp, 4.0) & csf_bl
     dist_vent = ndi.distance_transform_edt(~vent, sampling=sp) if vent.any() else None
     vent_tree, vent_pts = None, np.zeros((0, 3))
@@ -194,7 +232,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         f: dict = {"lesion_id": lid, "volume_mm3": round(vol, 1), "centroid_mm": [round(v, 1) for v in phys],
                    "centroid_mni": [round(v, 1) for v in mni]}
         f["max_diameter_mm"] = round(_diameter(idx, sp), 1)
-        f.update({k: round(v, 3) for k, v in _shape(m, sp).items()})
+        f.update({k: None if v is None else round(v, 3) for k, v in _shape(m, sp).items()})
         # location
         ring2 = _dilate(m, sp, 2.0) & ~m
         ring_c = _dilate(m, sp, CONTACT_RING_MM) & ~m
@@ -288,5 +326,8 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         f["mass_effect"] = None if f["csf_change"] is None else bool(f["csf_change"] < -0.3)
         f["growth_ml_per_month"] = (None if not growth_ml_per_month or lid not in growth_ml_per_month
                                     else round(float(growth_ml_per_month[lid]), 3))
+        gone = {**missing, **{k: "undefined for this lesion's shape" for k in ("solidity", "sphericity") if f[k] is None}}
+        f.update({k: None for k in gone if k in f})
+        f["missing_features"] = "; ".join(f"{k}: {why}" for k, why in gone.items())
         feats.append(f)
     return feats

@@ -32,6 +32,7 @@ class TemplatePriors:
     brain: sitk.Image       # uint8 template brain mask on the subject grid
     to_mni: sitk.Transform  # maps subject physical points (LPS) to template physical points (LPS)
     metric: float           # registration MI (more negative = better)
+    qc: object = None       # pmlseg.registration.qc.QCResult of the template fit; location features need it passed
 
 
 @functools.lru_cache(maxsize=1)
@@ -60,14 +61,21 @@ def _nib_to_sitk(nii, dtype) -> sitk.Image:
     return img
 
 
+# registration_qc's gradient agreement of the template fit: the template is another brain, so a good fit
+# scores below the same-patient threshold; calibrated by benchmarks/template_qc.py (docs/pml_score.md)
+TEMPLATE_QC_THRESHOLD = 0.30
+
+
 def lps_to_ras(p) -> tuple[float, float, float]:
     return (-float(p[0]), -float(p[1]), float(p[2]))
 
 
 @by_image_content(maxsize=2)  # the same rebaseline for every follow-up of a patient's detection job
 def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None) -> TemplatePriors:
-    """Affine-register the ICBM152 T1 template (fixed, masked to the brain) to the subject FLAIR."""
+    """Affine-register the ICBM152 T1 template (fixed, masked to the brain) to the subject FLAIR, with the
+    registration QC of the follow-up registration (at TEMPLATE_QC_THRESHOLD: a template is not the same brain)."""
     from pmlseg.registration.affine import register_affine
+    from pmlseg.registration.qc import registration_qc
 
     tpl = load_template()
     # location needs ~mm accuracy, not sub-mm: register at 2 mm, which is ~20x faster than native
@@ -77,6 +85,8 @@ def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None
     res = register_affine(fixed, moving, fixed_mask=fmask, moving_mask=mmask, edges=False,
                           fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
     tpl_to_subj = res.transform
+    qc = registration_qc(fixed, moving, tpl_to_subj, fixed_mask=fmask, threshold=TEMPLATE_QC_THRESHOLD,
+                         fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
     to_mni = tpl_to_subj.GetInverse()
 
     def put(img, interp=sitk.sitkLinear, pix=sitk.sitkFloat32):
@@ -85,7 +95,7 @@ def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None
     gm, wm = put(tpl["gm"]), put(tpl["wm"])
     brain = put(tpl["brain"], sitk.sitkNearestNeighbor, sitk.sitkUInt8)
     csf = sitk.Cast(brain, sitk.sitkFloat32) * sitk.Clamp(1.0 - gm - wm, sitk.sitkFloat32, 0.0, 1.0)
-    return TemplatePriors(gm=gm, wm=wm, csf=csf, brain=brain, to_mni=to_mni, metric=res.metric)
+    return TemplatePriors(gm=gm, wm=wm, csf=csf, brain=brain, to_mni=to_mni, metric=res.metric, qc=qc)
 
 
 def _at(img: sitk.Image, mm: float, is_mask: bool = False) -> sitk.Image:

@@ -18,8 +18,13 @@ subtraction baseline, threshold, 26-connected components of >= 10 mm^3. Writes i
                       in an embedded viewer (NiiVue, offline), crops, decision export
   dicom/              DICOM SEG of the new lesions and SR (TID 1500) with the measurements
   baseline_space/     optional T1/T2/DWI inputs resampled onto the rebaseline FLAIR grid
-A failed registration QC stops with an error naming both files (exit 65, bad input); with
---allow-qc-failure it writes qc.json with status "failed", no lesion outputs, and exits 0 (cohort runs go on).
+A stable follow-up (no new lesion) exits 0 with every output: empty label map, header-only lesions.tsv,
+a report saying "no new or enlarging lesion", an SR recording it, and no SEG (qc.json says why).
+Optional images and the template fit for lesion location get registration QC too; a failed one leaves
+its features NA (lesions.tsv missing_features) and the PML score uses the others.
+Every output of a previous run in --out is removed first (and again if this run fails).
+A failed registration QC stops with an error naming both files (exit 65, bad input); with --allow-qc-failure it
+writes qc.json with status "failed", no lesion outputs, and exits 0 (cohort runs go on).
 """
 
 
@@ -50,6 +55,7 @@ def run(args) -> int:
     from pmlseg.detect import pipeline
     from pmlseg.errors import PmlsegError, SetupError
 
+    pipeline.clear_outputs(args.out)  # whatever happens next, no previous run's output stays
     # fail fast, before the model is loaded
     for path, what in ((args.baseline, "rebaseline FLAIR (--baseline)"), (args.followup, "follow-up FLAIR (--followup)")):
         if not Path(path).is_file():
@@ -67,7 +73,8 @@ def run(args) -> int:
                             followup_transform=args.followup_transform, optional=optional,
                             allow_qc_failure=args.allow_qc_failure)
     if res.status == "ok":
-        print(f"{res.n_lesions} new/enlarging lesion(s) -> {args.out}")
+        print(f"{res.n_lesions} new/enlarging lesion(s) -> {args.out}" if res.n_lesions else
+              f"no new or enlarging lesion -> {args.out}")
     else:
         print(f"registration QC failed; wrote {args.out}/qc.json (status failed)")
     return 0

@@ -23,11 +23,15 @@ log = logging.getLogger(__name__)
 LESION_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "new_or_enlarging",
                   "confidence"]
 POSSIBLE_COLUMNS = ["lesion_id", "volume_mm3", "centroid_x", "centroid_y", "centroid_z", "confidence"]
-LESION_OUTPUTS = ("new_lesions.nii.gz", "lesions.tsv", "report.html", "possible_lesions.nii.gz",
-                  "possible_lesions.tsv")
+# everything a run writes into its folder: a new run first removes all of it, so a failed or changed run
+# never leaves a previous run's report, SEG/SR or reviewer decisions beside its own outputs
+OUTPUTS = ("new_lesions.nii.gz", "possible_lesions.nii.gz", "possible_lesions.tsv", "lesions.tsv", "qc.json",
+           "report.html", "report.pdf", "characterisation.json", "decisions.json", "dicom", "baseline_space")
 OPTIONAL = {"baseline_t1": ("baseline", "T1w"), "baseline_t2": ("baseline", "T2w"),
             "followup_t1": ("followup", "T1w"), "followup_t2": ("followup", "T2w"),
             "followup_dwi": ("followup", "dwi")}
+# the optional follow-up images lesion characterisation reads, by their key in characterise_lesions' images
+FEATURE_IMAGE = {"followup_t1": "t1_fu", "followup_t2": "t2_fu", "followup_dwi": "dwi_fu"}
 
 
 @dataclass
@@ -40,6 +44,37 @@ class CaseResult:
     pair: object = None               # predictor.PreparedPair
     qc: dict = field(default_factory=dict)
     possible_rows: list = field(default_factory=list)   # review-only candidates (possible_lesions.tsv)
+
+
+def clear_outputs(out: str | Path) -> None:
+    """Remove every output of a previous run from ``out`` (only pmlseg's own names, see OUTPUTS)."""
+    import shutil
+
+    for name in OUTPUTS:
+        p = Path(out) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def report_id(inputs: list, table: str, method: str) -> str:
+    """Identifies one report: a hash of the input files, the method/model and the lesion table (ids and
+    centroids), so decisions exported from it cannot be imported into a different run's lesions."""
+    import hashlib
+
+    text = "\n".join([file_sha256(p) for p in inputs] + [method, table])
+    return "pmlseg-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_transform(path: str | Path):
@@ -105,12 +140,27 @@ def decide(pair, predictor=None, method: str = "model", threshold: float | None 
     return d.prob, d.labels
 
 
+def _flair_brain(pair, visit: str, followup_flair):
+    """The rebaseline brain mask (working grid) on the ``visit`` FLAIR's grid, dilated as for registration."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect.predictor import from_array
+
+    m = from_array(pair.mask.astype(np.uint8), pair.grid)
+    ref = pair.baseline if visit == "baseline" else followup_flair
+    tfm = sitk.Transform() if visit == "baseline" else pair.transform.GetInverse()
+    return sitk.BinaryDilate(sitk.Resample(m, ref, tfm, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8), [3, 3, 1])
+
+
 def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):
-    """An optional image of either visit on the rebaseline FLAIR grid (same-session rigid registration,
-    composed with the baseline->follow-up transform for follow-up images). DWI: first volume (b0)."""
+    """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit:
+    same-session rigid registration to that visit's FLAIR, checked with the follow-up registration's QC,
+    composed with the baseline->follow-up transform for follow-up images. DWI: first volume (b0).
+    A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy."""
     import SimpleITK as sitk
 
     from pmlseg.registration.affine import register_affine
+    from pmlseg.registration.qc import registration_qc
 
     img = sitk.ReadImage(str(path))
     if img.GetDimension() == 4:
@@ -119,9 +169,17 @@ def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_fl
     img = sitk.Cast(img, sitk.sitkFloat32)
     flair = pair.baseline if visit == "baseline" else followup_flair
     intra = register_affine(flair, img, init="identity", rigid_only=True, fixed_name=f"{visit} FLAIR",
-                            moving_name=str(path)).transform
+                            moving_name=f"{visit} {kind}").transform
+    qc = registration_qc(flair, img, intra, fixed_mask=_flair_brain(pair, visit, followup_flair),
+                         fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
+    if not qc.passed:
+        return None, qc
     tfm = intra if visit == "baseline" else sitk.CompositeTransform([intra, pair.transform])
-    return sitk.Resample(img, pair.baseline, tfm, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.Resample(img, pair.baseline, tfm, sitk.sitkLinear, 0.0, sitk.sitkFloat32), qc
+
+
+def _qc_record(qc) -> dict:
+    return {"similarity": round(float(qc.similarity), 4), "passed": bool(qc.passed), "reason": qc.reason}
 
 
 def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, predictor=None,
@@ -131,11 +189,26 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     """Detect new/enlarging lesions of ``followup`` against ``baseline`` and write them into ``out``.
 
     Outputs (atomic): new_lesions.nii.gz, lesions.tsv (with characterisation and PML-score columns), qc.json,
-    report.html/.pdf, characterisation.json, dicom/ (SEG + SR), and baseline_space/*.nii.gz
-    for the optional images. A registration QC failure raises PmlsegError naming both files, or with
-    ``allow_qc_failure`` writes qc.json with status "failed" (and removes stale lesion outputs).
+    report.html/.pdf, characterisation.json, dicom/ (SR, and a SEG when there are lesions), and
+    baseline_space/*.nii.gz for the optional images that pass their registration QC. A stable follow-up
+    (no lesion) is a full result: empty label map, header-only lesions.tsv, "no new or enlarging lesion"
+    report and SR. Every output of a previous run in ``out`` is removed first, and again if this run
+    fails, so nothing stale is left. A registration QC failure raises PmlsegError naming both files, or
+    with ``allow_qc_failure`` writes only qc.json with status "failed".
     ``pair`` (a PreparedPair of these files) skips reading/registration, e.g. to run both methods.
     """
+    clear_outputs(out)
+    try:
+        return _run_case(baseline, followup, Path(out), predictor=predictor, method=method,
+                         followup_transform=followup_transform, optional=optional,
+                         allow_qc_failure=allow_qc_failure, report=report, pair=pair)
+    except BaseException:
+        clear_outputs(out)
+        raise
+
+
+def _run_case(baseline, followup, out: Path, *, predictor, method, followup_transform, optional,
+              allow_qc_failure, report, pair) -> CaseResult:
     import SimpleITK as sitk
 
     from pmlseg.atomic import write_nifti, write_text
@@ -145,7 +218,6 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     from pmlseg.detect.predictor import from_array, prepare_pair, read_image
 
     t0, c0 = time.perf_counter(), time.process_time()
-    out = Path(out)
     optional = {k: v for k, v in (optional or {}).items() if v}
     for k, v in optional.items():
         if k not in OPTIONAL:
@@ -175,8 +247,6 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
                f"similarity {pair.qc.similarity:.2f} (wrong patient or failed alignment?)")
         if not allow_qc_failure:
             raise PmlsegError(msg)
-        for name in LESION_OUTPUTS:
-            (out / name).unlink(missing_ok=True)
         qc.update(status="failed", reason=msg, n_lesions=None,
                   timings={**timings, "total_s": round(time.perf_counter() - t0, 2)})
         write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
@@ -197,13 +267,21 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
         possible, {}, found.possible, pair.grid, found.possible_confidence)]
     timings["postprocess_s"] = round(time.perf_counter() - t, 2)
 
-    in_baseline_space = {}
+    in_baseline_space, unavailable = {}, {}
     if optional:
         t = time.perf_counter()
+        qc["input_registrations"] = {}
         for k, v in optional.items():
             visit, kind = OPTIONAL[k]
-            in_baseline_space[k] = resample_optional(pair, v, visit, kind, fu_img)
-            write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz", in_baseline_space[k])
+            img, reg_qc = resample_optional(pair, v, visit, kind, fu_img)
+            qc["input_registrations"][k] = _qc_record(reg_qc)
+            if img is None:
+                log.warning("%s: not used, its features stay NA", reg_qc.reason)
+                unavailable[FEATURE_IMAGE.get(k, k)] = (f"{visit} {kind} registration failed QC "
+                                                        f"(gradient agreement {reg_qc.similarity:.2f})")
+                continue
+            in_baseline_space[k] = img
+            write_nifti(out / "baseline_space" / f"{visit}_{kind}.nii.gz", img)
         timings["optional_inputs_s"] = round(time.perf_counter() - t, 2)
 
     write_nifti(out / "new_lesions.nii.gz", labels)
@@ -216,26 +294,43 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     qc["n_new"] = sum(r["new_or_enlarging"] == "new" for r in rows)
     qc["n_enlarging"] = len(rows) - qc["n_new"]
     qc["total_volume_mm3"] = round(sum(r["volume_mm3"] for r in rows), 1)
+    inputs = [baseline, followup, *([followup_transform] if followup_transform else []), *optional.values()]
+    qc["report_id"] = report_id(inputs, table, json.dumps(qc["model"], sort_keys=True))
     if report:
         t = time.perf_counter()
+        from pmlseg.report.dicom_outputs import NO_SEG_REASON
         from pmlseg.report.visit import characterise_and_report
 
         images = {"flair_bl": pair.baseline,
                   "flair_fu": sitk.Resample(fu_img, pair.baseline, pair.transform, sitk.sitkLinear, 0.0,
                                             sitk.sitkFloat32),
-                  "t1_fu": in_baseline_space.get("followup_t1"), "t2_fu": in_baseline_space.get("followup_t2"),
-                  "dwi_fu": in_baseline_space.get("followup_dwi")}
+                  **{img: in_baseline_space.get(k) for k, img in FEATURE_IMAGE.items()}}
+        priors = None
+        if rows:  # lesion location needs the template fit, checked like every registration feeding a score
+            from pmlseg.characterise.location import register_to_template
+
+            priors = register_to_template(pair.baseline)
+            qc["template_registration"] = _qc_record(priors.qc)
+        notes = [f"{why}: its features NA" for why in unavailable.values()]
+        if priors is not None and not priors.qc.passed:
+            notes.append(f"template registration failed QC (gradient agreement {priors.qc.similarity:.2f}): "
+                         "lesion location features NA")
         qc_line = {"status": "pass" if pair.qc.passed else "fail",
-                   "detail": f"registration similarity {pair.qc.similarity:.2f}; {method} detection"}
+                   "detail": f"registration similarity {pair.qc.similarity:.2f}; {method} detection"
+                             + "".join(f"; {n}" for n in notes)}
         # the report's viewer is cropped to the brain both visits cover (the working grid's mask)
         brain = sitk.Resample(from_array(pair.mask.astype(np.uint8), pair.grid), pair.baseline, sitk.Transform(),
                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session")}
-        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header,
-                                              crop_mask=brain)
+        header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session"),
+                  "report_id": qc["report_id"]}
+        result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header, priors=priors,
+                                              unavailable=unavailable, columns=LESION_COLUMNS, crop_mask=brain)
+        qc["dicom"] = {"sr": "dicom/sr.dcm", "seg": "dicom/seg.dcm" if rows else None}
+        if not rows:
+            qc["dicom"]["seg_reason"] = NO_SEG_REASON
         timings["characterise_report_s"] = round(time.perf_counter() - t, 2)
     qc["timings"] = {**timings, "total_s": round(time.perf_counter() - t0, 2),
                      "cpu_s": round(time.process_time() - c0, 2)}
     write_text(out / "qc.json", json.dumps(qc, indent=2) + "\n")
-    log.info("%d new/enlarging lesion(s) in %.1f s -> %s", len(rows), time.perf_counter() - t0, out)
+    log.info("%d new/enlarging lesion(s) in %.1f s", len(rows), time.perf_counter() - t0)
     return result

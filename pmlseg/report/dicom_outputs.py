@@ -18,6 +18,8 @@ from pmlseg.atomic import atomic_path
 from pmlseg.errors import PmlsegError
 
 MANUFACTURER = "pmlseg"
+# the finding a stable follow-up's SR records as absent (private coding scheme, as the PML score)
+NEW_LESION = ("new_lesion", "99PMLSEG", "New or enlarging lesion")
 
 
 def _derived_series(image: sitk.Image, pseudonym: str) -> list:
@@ -67,9 +69,16 @@ def _derived_series(image: sitk.Image, pseudonym: str) -> list:
     return out
 
 
+NO_SEG_REASON = "no new or enlarging lesion: a DICOM SEG with zero segments is not valid, so none is written"
+
+
 def write_dicom_outputs(out_dir, labels: sitk.Image, flair_bl: sitk.Image, lesions: list[dict],
                         pseudonym: str = "pseudonymised") -> dict[str, Path]:
-    """Write OUT/dicom/{derived/, seg.dcm, sr.dcm}; returns the paths."""
+    """Write OUT/dicom/{derived/, seg.dcm, sr.dcm}; returns the paths.
+
+    With no lesion (a stable follow-up) no SEG is written (zero segments is invalid DICOM, see
+    NO_SEG_REASON) and the SR records the finding "new or enlarging lesion: absent" instead.
+    """
     import highdicom as hd
     from pydicom.sr.codedict import codes
     from pydicom.uid import generate_uid
@@ -78,14 +87,46 @@ def write_dicom_outputs(out_dir, labels: sitk.Image, flair_bl: sitk.Image, lesio
     if lab.shape != sitk.GetArrayViewFromImage(flair_bl).shape:
         raise PmlsegError("write_dicom_outputs: label map and rebaseline FLAIR differ in size")
     ids = [int(d["lesion_id"]) for d in lesions]
-    if not ids:
-        raise PmlsegError("write_dicom_outputs: no lesions to encode")
     out = Path(out_dir) / "dicom"
     source = _derived_series(sitk.Cast(flair_bl, sitk.sitkFloat32), pseudonym)
     paths = {"derived": out / "derived"}
     for i, ds in enumerate(source):
         with atomic_path(paths["derived"] / f"slice{i + 1:04d}.dcm") as tmp:
             ds.save_as(tmp, enforce_file_format=True)
+    obs = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
+                                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name="pmlseg"))
+    if ids:
+        seg = _segmentation(source, lab, ids)
+        paths["seg"] = out / "seg.dcm"
+        with atomic_path(paths["seg"]) as tmp:
+            seg.save_as(tmp)
+        groups = _lesion_groups(seg, source, lesions)
+        evidence = source + [seg]
+    else:
+        groups = [hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="new or enlarging lesions"),
+            finding_type=codes.SCT.Lesion,
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(hd.sr.CodedConcept(*NEW_LESION), codes.SCT.Absent)])]
+        evidence = source
+    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=obs),
+                                     procedure_reported=codes.LN.MRIBrain if hasattr(codes.LN, "MRIBrain") else
+                                     hd.sr.CodedConcept("24590-2", "LN", "MR Brain"),
+                                     imaging_measurements=groups)
+    sr = hd.sr.Comprehensive3DSR(evidence=evidence, content=report[0], series_instance_uid=generate_uid(),
+                                 series_number=902, sop_instance_uid=generate_uid(), instance_number=1,
+                                 manufacturer=MANUFACTURER, series_description="pmlseg lesion measurements")
+    paths["sr"] = out / "sr.dcm"
+    with atomic_path(paths["sr"]) as tmp:
+        sr.save_as(tmp)
+    return paths
+
+
+def _segmentation(source: list, lab: np.ndarray, ids: list[int]):
+    """Binary SEG with one segment per lesion id (segment n = ids[n - 1])."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
     algo = hd.AlgorithmIdentificationSequence(name="pmlseg", version="0.1", family=codes.cid7162.ArtificialIntelligence)
     descs = [hd.seg.SegmentDescription(
         segment_number=n, segment_label=f"lesion {lid}", segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
@@ -95,18 +136,21 @@ def write_dicom_outputs(out_dir, labels: sitk.Image, flair_bl: sitk.Image, lesio
     for n, lid in enumerate(ids, start=1):
         if lid <= lab.max():
             remap[lid] = n
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=source, pixel_array=remap[lab], segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descs, series_instance_uid=generate_uid(), series_number=901,
         sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
         manufacturer_model_name="pmlseg", software_versions="0.1", device_serial_number="0",
         series_description="pmlseg new lesions")
-    paths["seg"] = out / "seg.dcm"
-    with atomic_path(paths["seg"]) as tmp:
-        seg.save_as(tmp)
+
+
+def _lesion_groups(seg, source: list, lesions: list[dict]) -> list:
+    """One TID 1411 volumetric measurement group per lesion, referencing its SEG segment."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
     groups = []
-    obs = hd.sr.ObserverContext(observer_type=codes.DCM.Device,
-                                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(uid=generate_uid(), name="pmlseg"))
     for n, d in enumerate(lesions, start=1):
         ref = hd.sr.ReferencedSegment(sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
                                       segment_number=n, source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID))
@@ -118,14 +162,4 @@ def write_dicom_outputs(out_dir, labels: sitk.Image, flair_bl: sitk.Image, lesio
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=f"lesion {d['lesion_id']}"),
             referenced_segment=ref, finding_type=codes.SCT.Lesion, measurements=meas))
-    report = hd.sr.MeasurementReport(observation_context=hd.sr.ObservationContext(observer_device_context=obs),
-                                     procedure_reported=codes.LN.MRIBrain if hasattr(codes.LN, "MRIBrain") else
-                                     hd.sr.CodedConcept("24590-2", "LN", "MR Brain"),
-                                     imaging_measurements=groups)
-    sr = hd.sr.Comprehensive3DSR(evidence=source + [seg], content=report[0], series_instance_uid=generate_uid(),
-                                 series_number=902, sop_instance_uid=generate_uid(), instance_number=1,
-                                 manufacturer=MANUFACTURER, series_description="pmlseg lesion measurements")
-    paths["sr"] = out / "sr.dcm"
-    with atomic_path(paths["sr"]) as tmp:
-        sr.save_as(tmp)
-    return paths
+    return groups

@@ -51,6 +51,32 @@ def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Ima
     return fig
 
 
+def overview_figure(images: dict[str, sitk.Image], n_slices: int = 4):
+    """Axial slices through the brain, rebaseline FLAIR above follow-up FLAIR (on the rebaseline grid): the
+    images of a report with no lesion crop to show, so the reader sees what was compared."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bl = sitk.GetArrayFromImage(images["flair_bl"]).astype(np.float32)
+    head = np.argwhere(bl > np.percentile(bl[bl > 0], 50) if (bl > 0).any() else bl >= bl.min())[:, 0]
+    zs = np.unique(np.quantile(head, np.linspace(0.3, 0.8, n_slices)).round().astype(int))
+    sp = images["flair_bl"].GetSpacing()
+    rows = [(k, t) for k, t in (("flair_bl", "FLAIR rebaseline"), ("flair_fu", "FLAIR follow-up"))
+            if images.get(k) is not None]
+    fig, axes = plt.subplots(len(rows), len(zs), figsize=(2.0 * len(zs), 2.2 * len(rows)), squeeze=False)
+    for r, (key, title) in enumerate(rows):
+        a = _norm(sitk.GetArrayFromImage(images[key]).astype(np.float32))
+        for c, z in enumerate(zs):
+            ax = axes[r][c]
+            ax.imshow(a[z], cmap="gray", aspect=sp[1] / sp[0], interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"{title} – slice {z + 1}", fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
 def figure_png(fig) -> bytes:
     import matplotlib.pyplot as plt
 

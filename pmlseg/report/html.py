@@ -17,10 +17,11 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pmlseg.atomic import write_text
-from pmlseg.report.figures import figure_png, lesion_figure
+from pmlseg.report.figures import figure_png, lesion_figure, overview_figure
 from pmlseg.report.viewer import NIIVUE_VERSION, lesion_targets, niivue_js, viewer_js, viewer_payload
 
 DECISIONS = ("confirm_new_lesion", "not_a_lesion", "suspect_pml")
+NO_LESION = "No new or enlarging lesion"
 SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 _JS = r"""
@@ -30,7 +31,7 @@ function collect() {
   for (const l of L.lesions) {
     const sel = document.querySelector(`input[name="dec-${l}"]:checked`);
     const com = document.getElementById(`com-${l}`).value;
-    out.decisions.push({lesion_id: l, decision: sel ? sel.value : null, comment: com});
+    out.decisions.push({lesion_id: l, centroid: L.centroids[l], decision: sel ? sel.value : null, comment: com});
   }
   return out;
 }
@@ -55,6 +56,7 @@ tr.possible td:first-child{border-left:6px solid #2e9e44} .new-key{color:#d00;fo
 .possible-key{color:#2e9e44;font-weight:bold} .vpair{display:flex;gap:8px} .vpair figure{flex:1;margin:0}
 .vbox{height:440px;background:#000} .vpair canvas{width:100%;height:100%;display:block}
 .vcontrols button.on{background:#1565c0;color:#fff} #viewer-pos{font-family:monospace}
+.stable{background:#dfd;border:1px solid #6a6;padding:.6em;font-size:1.2em}
 """
 
 
@@ -158,20 +160,30 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
                           f"<td>{html.escape(r['detail'])}</td></tr>" for r in d.get("reasons", []))
         radios = " ".join(f"<label><input type=radio name='dec-{lid}' value='{v}'> {v.replace('_', ' ')}</label>"
                           for v in DECISIONS)
+        missing = (f"<p class=warn><b>Missing features</b> (not scored; the score uses the others): "
+                   f"{html.escape(d['missing_features'])}</p>" if d.get("missing_features") else "")
         sections.append(
             f"<div class=lesion id='lesion-{lid}'><h3>Lesion {lid}: {_fmt(d.get('pml_suspicion'))} PML suspicion "
-            f"(score {_fmt(d.get('pml_score'))})</h3><img alt='lesion {lid}' src='data:image/png;base64,{png}'>"
+            f"(score {_fmt(d.get('pml_score'))})</h3><img alt='lesion {lid}' src='data:image/png;base64,{png}'>{missing}"
             f"<table><tr><th>rule</th><th>log-odds</th><th>detail</th></tr>{reasons}</table>"
             f"<p>{radios}<br><textarea id='com-{lid}' rows=2 cols=80 placeholder='comment'></textarea></p></div>")
     payload = viewer_payload(images, labels, possible, crop_mask)
     data = json.dumps({"report_id": report_id, "lesions": [d["lesion_id"] for d in order],
                        "order": [str(d["lesion_id"]) for d in order + extra],
-                       "targets": lesion_targets(order + extra, labels)})
+                       "targets": lesion_targets(order + extra, labels),
+                       "centroids": {d["lesion_id"]: [d.get(f"centroid_{a}") for a in "xyz"] if "centroid_x" in d
+                                     else d.get("centroid_mm") for d in order}})
     scripts = (f"<script>{niivue_js()}</script><script>{viewer_js()}</script>" if payload else "")
+    stable = ""
+    if not lesions:  # a stable follow-up: say so plainly and show what was compared
+        png = base64.b64encode(figure_png(overview_figure(images))).decode()
+        stable = (f"<p class=stable id=stable><b>{NO_LESION}.</b> Registration QC: {html.escape(str(qc_status))}.</p>"
+                  f"<img alt='rebaseline and follow-up FLAIR' src='data:image/png;base64,{png}'>")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
 <style>{_CSS}</style></head><body>
 <h1>New-lesion report with PML-suspicion flags</h1>{''.join(head)}
-<p><b>QC:</b> {html.escape(str(qc_status))} {html.escape(str(qc.get('detail', '')))}</p>
+<p><b>QC:</b> {html.escape(str(qc_status))} {html.escape(str(qc.get('detail', '')))}</p>{stable}
+<p><b>Report id:</b> <code>{html.escape(report_id)}</code></p>
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
 <p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
 {_lesion_table(order + extra)}

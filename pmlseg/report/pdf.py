@@ -4,7 +4,8 @@ with its crops and rule contributions.  Pseudonymous unless ``identified``."""
 from __future__ import annotations
 
 from pmlseg.atomic import atomic_path
-from pmlseg.report.figures import lesion_figure
+from pmlseg.report.figures import lesion_figure, overview_figure
+from pmlseg.report.html import NO_LESION
 
 SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
@@ -24,7 +25,9 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
                  f"Subject: {header.get('subject', 'pseudonymised')}   Follow-up: {header.get('session', 'n/a')}"]
         if identified and header.get("identity"):
             lines.append("IDENTIFIED: " + ", ".join(f"{k}: {v}" for k, v in header["identity"].items()))
-        lines += [f"QC: {qc.get('status', 'not assessed')} {qc.get('detail', '')}", f"{len(lesions)} new/enlarging lesions", "",
+        lines += [f"QC: {qc.get('status', 'not assessed')} {qc.get('detail', '')}",
+                  f"Report id: {header.get('report_id', 'n/a')}",
+                  f"{len(lesions)} new/enlarging lesions" if lesions else f"{NO_LESION}.", "",
                   "The PML score is a rule-based reading aid, not a diagnosis.", "",
                   f"{'id':>4} {'suspicion':>9} {'score':>6} {'vol mm3':>8} {'diam mm':>8}  location / lobe"]
         for d in order:
@@ -33,6 +36,10 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
         fig.text(0.05, 0.95, "\n".join(lines[:70]), va="top", family="monospace", fontsize=8)
         pdf.savefig(fig)
         plt.close(fig)
+        if not lesions:  # stable follow-up: the images that were compared
+            fig = overview_figure(images)
+            pdf.savefig(fig)
+            plt.close(fig)
         for d in order:
             fig = lesion_figure(d["lesion_id"], labels, images)
             pdf.savefig(fig)
@@ -40,6 +47,8 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
             fig = plt.figure(figsize=(8.27, 5))
             txt = [f"Lesion {d['lesion_id']}: {d['pml_suspicion']} (score {d['pml_score']:.2f})", ""]
             txt += [f"{r['rule']:<24}{r['contribution']:+.2f}  {r['detail']}" for r in d.get("reasons", [])]
+            if d.get("missing_features"):
+                txt += ["", "Missing features (not scored):"] + [f"  {m}" for m in d["missing_features"].split("; ")]
             fig.text(0.03, 0.95, "\n".join(txt), va="top", family="monospace", fontsize=8)
             pdf.savefig(fig)
             plt.close(fig)

@@ -29,10 +29,11 @@ def _cell(v) -> str:
     return str(v)
 
 
-def lesion_rows(detected: list[dict], scored: list[dict]) -> tuple[list[str], list[dict]]:
-    """Detection rows extended with the scalar features and the score (detection values win on clashes)."""
+def lesion_rows(detected: list[dict], scored: list[dict], columns: list[str] | None = None) -> tuple[list[str], list[dict]]:
+    """Detection rows extended with the scalar features and the score (detection values win on clashes);
+    ``columns``: the detection columns to use when there is no row (a stable follow-up's header)."""
     by_id = {int(s["lesion_id"]): s for s in scored}
-    columns = list(detected[0].keys()) if detected else ["lesion_id"]
+    columns = list(detected[0].keys()) if detected else list(columns or ["lesion_id"])
     extra: list[str] = []
     rows = []
     for d in detected:
@@ -61,21 +62,26 @@ def write_lesion_table(path: Path, columns: list[str], rows: list[dict]) -> None
 
 def characterise_and_report(out_dir, labels, detected: list[dict], images: dict, qc: dict,
                             header: dict | None = None, identified: bool = False, dicom: bool = True,
-                            brain_mask=None, crop_mask=None) -> list[dict]:
+                            brain_mask=None, crop_mask=None, priors=None,
+                            unavailable: dict[str, str] | None = None,
+                            columns: list[str] | None = None) -> list[dict]:
     """Characterise and score the detected lesions, then write lesions.tsv, report.html/.pdf and DICOM.
 
     ``labels``: label map on the rebaseline grid (value i = row i of ``detected``); ``images``: 'flair_bl',
     'flair_fu' and optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu', all on that grid; ``crop_mask`` (else
-    ``brain_mask``): the brain the report's viewer is cropped to. Returns the merged rows (each with the full
-    feature dict under 'features').
+    ``brain_mask``): the brain the report's viewer is cropped to. ``priors`` (the checked template fit),
+    ``unavailable`` (optional image -> why not used) go to characterise_lesions; ``columns`` are the
+    detection columns of a header-only lesions.tsv. Returns the merged rows (each with the full feature
+    dict under 'features').
     """
     from pmlseg.characterise import characterise_lesions, load_rules, score_pml
     from pmlseg.report.html import write_report
 
     out = Path(out_dir)
     images = {k: v for k, v in images.items() if v is not None}
-    scored = score_pml(characterise_lesions(labels, images, brain_mask=brain_mask), load_rules()) if detected else []
-    columns, rows = lesion_rows(detected, scored)
+    scored = score_pml(characterise_lesions(labels, images, brain_mask=brain_mask, priors=priors,
+                                            unavailable=unavailable), load_rules()) if detected else []
+    columns, rows = lesion_rows(detected, scored, columns)
     write_lesion_table(out / "lesions.tsv", columns, rows)
     by_id = {int(s["lesion_id"]): s for s in scored}
     report_lesions = [{**by_id.get(int(r["lesion_id"]), {}), **{k: r[k] for k in r if k != "reasons"},
