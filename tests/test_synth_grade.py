@@ -134,5 +134,5 @@ def test_a_run_on_another_cohort_is_refused(demo, tmp_path):
 def test_demo_refuses_a_bad_config_before_any_work(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pmlseg", "demo", str(tmp_path / "demo"), "--config", "detect_method"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert p.returncode == 1 and "--config detect_method: expected KEY=VALUE" in p.stderr
+    assert p.returncode == 65 and "--config detect_method: expected KEY=VALUE" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "demo").exists()
