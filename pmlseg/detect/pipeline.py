@@ -286,6 +286,7 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
 
     write_nifti(out / "new_lesions.nii.gz", labels)
     write_tsv(out / "lesions.tsv", rows, LESION_COLUMNS)
+    table = (out / "lesions.tsv").read_text()  # what the report id hashes (ids and positions of this run)
     write_nifti(out / "possible_lesions.nii.gz", possible)
     write_tsv(out / "possible_lesions.tsv", possible_rows, POSSIBLE_COLUMNS)
     result = CaseResult("ok", len(rows), rows, labels, prob, pair, qc, possible_rows)
