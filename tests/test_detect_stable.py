@@ -121,5 +121,5 @@ def test_failing_rerun_leaves_nothing_of_the_previous_run(stable_runs, tmp_path)
     (out / "status.json").write_text("{}")  # the workflow's, not detect's: kept
     rc = main(["detect", "--baseline", str(out / "absent.nii.gz"), "--followup", str(out / "absent.nii.gz"),
                "--out", str(out), "--method", "classical"])
-    assert rc == 1
+    assert rc == 65  # bad input (pmlseg.errors)
     assert sorted(p.name for p in out.iterdir()) == ["status.json"]
