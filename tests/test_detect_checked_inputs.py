@@ -72,7 +72,7 @@ def test_template_qc_failure_leaves_location_na_and_scores_the_rest(run):
         assert f["location"] is None and f["lobe"] is None and f["juxtacortical"] is None
         assert "location: template registration failed QC" in f["missing_features"]
         by_rule = {r["rule"]: r for r in f["reasons"]}
-        assert by_rule["juxtacortical"]["value"] is None and by_rule["periventricular"]["contribution"] == 0
+        assert by_rule["cortex_contact"]["contribution"] == 0 and by_rule["ventricle_contact"]["contribution"] == 0
         assert f["volume_mm3"] == good[f["lesion_id"]]["volume_mm3"] and 0 < f["pml_score"] < 1
 
 
