@@ -31,7 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 from scipy import ndimage as ndi
 
-ST26 = np.ones((3, 3, 3), bool)
+from pmlseg.detect.metrics import ST26  # noqa: E402  (one definition of the protocol connectivity)
 SIZE_BINS = ((10, 30), (30, 100), (100, np.inf))
 THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
