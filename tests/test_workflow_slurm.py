@@ -44,7 +44,8 @@ def test_demo_cohort_through_slurm(tmp_path):
     ids = sorted(set(re.findall(r"submitted with SLURM jobid (\d+)", log)), key=int)
     # one job for ingest, one group job per patient (its registrations and detections: profile `groups`)
     jobs = set(re.findall(r"\(log: \S*/slurm_logs/((?:rule|group)_\w+)/", log))
-    assert jobs == {"rule_ingest", "group_patient"}, jobs
+    # (Snakemake names a group job's log folder after the group and its rules: group_patient_detect_register)
+    assert "rule_ingest" in jobs and jobs - {"rule_ingest"} and all(j.startswith("group_patient") for j in jobs - {"rule_ingest"}), jobs
     visits = read_tsv(tmp_path / "demo" / "ground_truth" / "cohort.tsv")
     n_followups = len(visits) - len({v["patient_id"] for v in visits})
     n_patients = len({v["patient_id"] for v in visits})

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import yaml
 
-from pmlseg.errors import PmlsegError
+from pmlseg.errors import PmlsegError, SetupError
+from pmlseg.paths import resource_dir
 
 LEVELS = ("low", "moderate", "high")
-RULES_PATH = Path(__file__).resolve().parents[2] / "configs" / "pml_rules.yaml"
+RULES_PATH = resource_dir() / "configs" / "pml_rules.yaml"   # the checkout's, or the installed copy
 RULES_ENV = "PMLSEG_PML_RULES"
 
 
 def default_rules_path() -> Path:
-    """configs/pml_rules.yaml of this checkout, or the file named by $PMLSEG_PML_RULES."""
+    """configs/pml_rules.yaml (of this checkout or the installed package), or the file named by $PMLSEG_PML_RULES."""
     return Path(os.environ.get(RULES_ENV) or RULES_PATH)
 
 
@@ -33,8 +34,9 @@ def load_rules(path: str | Path | None = None) -> dict:
     try:
         rules = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        hint = f"; set ${RULES_ENV} to a rules file" if isinstance(exc, FileNotFoundError) else ""
-        raise PmlsegError(f"{path}: cannot read PML rules ({str(exc).splitlines()[0]}){hint}") from None
+        if isinstance(exc, FileNotFoundError):   # an installation or configuration fault, never a visit's verdict
+            raise SetupError(f"{path}: cannot read PML rules (no such file); set ${RULES_ENV} to a rules file") from None
+        raise PmlsegError(f"{path}: cannot read PML rules ({str(exc).splitlines()[0]})") from None
     if not isinstance(rules, dict) or not {"rules", "intercept", "levels"} <= set(rules):
         raise PmlsegError(f"{path}: rules file needs 'intercept', 'levels' and 'rules'")
     for name, spec in rules["rules"].items():
