@@ -29,9 +29,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from pmlseg.detect.metrics import ST26  # noqa: E402  (one definition of the protocol connectivity)
+from pmlseg.detect.metrics import lesion_metrics  # one definition of lesion-wise scoring
+
 SIZE_BINS = ((10, 30), (30, 100), (100, np.inf))
 THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
@@ -71,12 +71,6 @@ def synth_case(seed: int) -> dict:
     return {"pair": pair, "gt": gt, "gt_new": sitk.GetArrayFromImage(gt) > 0, "to_gt": None}
 
 
-def gt_components(gt_new: np.ndarray, spacing) -> tuple[np.ndarray, list[int], np.ndarray]:
-    gl, gn = ndi.label(gt_new, structure=ST26)
-    sizes = np.bincount(gl.ravel(), minlength=gn + 1)[1:] * float(np.prod(spacing))
-    return gl, [i + 1 for i in range(gn) if sizes[i] >= 10.0], sizes
-
-
 def on_gt_grid(labels: np.ndarray, case: dict) -> np.ndarray:
     import SimpleITK as sitk
 
@@ -89,26 +83,8 @@ def on_gt_grid(labels: np.ndarray, case: dict) -> np.ndarray:
 
 
 def score_case(case: dict, labels_gt: np.ndarray, t: float) -> dict:
-    """Lesion-wise metrics of one label map on the GT grid (protocol definitions), sensitivity by size."""
-    if "_gtc" not in case:
-        case["_gtc"] = gt_components(case["gt_new"], case["gt"].GetSpacing())
-    gl, gt_ids, sizes = case["_gtc"]
-    gt_new = case["gt_new"]
-    p = labels_gt > 0
-    touched = set(np.unique(gl[p]).tolist())
-    npred = len(np.unique(labels_gt[p]))
-    tp_pred = len(np.unique(labels_gt[gt_new & p]))
-    tp_gt = sum(i in touched for i in gt_ids)
-    sens = tp_gt / len(gt_ids) if gt_ids else float("nan")
-    prec = tp_pred / npred if npred else float("nan")
-    f1 = 2 * sens * prec / (sens + prec) if npred and gt_ids and sens + prec > 0 else 0.0
-    dice = 2 * (gt_new & p).sum() / max(1, gt_new.sum() + p.sum())
-    by_size = {}
-    for lo, hi in SIZE_BINS:
-        ids = [i for i in gt_ids if lo <= sizes[i - 1] < hi]
-        by_size[f"{lo}-{hi}"] = (sum(i in touched for i in ids), len(ids))
-    return {"t": t, "gt": len(gt_ids), "tp_gt": tp_gt, "pred": npred, "tp_pred": tp_pred, "fp": npred - tp_pred,
-            "sens": sens, "prec": prec, "f1": f1, "dice": float(dice), "by_size": by_size}
+    """Lesion-wise metrics of one label map on the GT grid (pmlseg.detect.metrics), sensitivity by size."""
+    return {"t": t, **lesion_metrics(labels_gt, case["gt_new"], case["gt"].GetSpacing(), SIZE_BINS)}
 
 
 def sweep(case: dict, prob: np.ndarray, config: dict, thresholds) -> tuple[list[dict], tuple]:

@@ -1,6 +1,7 @@
 """Shared fixtures. A missing system tool or data set fails under CI=true; elsewhere the tests that need it
 skip, and one summary line at the end names what was skipped and how to get it."""
 
+import importlib.util
 import os
 import shutil
 from pathlib import Path
@@ -38,6 +39,17 @@ def shared_data() -> Path:
     require((d / "README.md").exists(),
             f"real test data not found at {d}: put it beside the repository or set PMLSEG_SHARED_DATA")
     return d
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``load(name)``: benchmarks/NAME.py as a module, so a test runs the benchmark's own code, not a copy."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -36,14 +36,8 @@ def patient01(shared_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def evaluator():
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("detect_eval", Path(__file__).parents[1] / "benchmarks/detect_eval.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def evaluator(benchmark_script):
+    return benchmark_script("detect_eval")
 
 
 def test_outputs_on_baseline_grid_match_table(patient01):

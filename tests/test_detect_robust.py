@@ -1,15 +1,10 @@
 """Detections do not depend on another, large new lesion of the same pair (issue: a ~9 ml PML-like lesion
 shifted what normalisation and harmonisation took as normal tissue, and other lesions were lost)."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from pmlseg.detect.harmonise import harmonise_followup
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_harmonisation_ignores_a_large_bright_region():
@@ -33,11 +28,8 @@ def test_harmonisation_ignores_a_large_bright_region():
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_large_injected_lesion_changes_other_detections_by_at_most_one(shared_data):
-    spec = importlib.util.spec_from_file_location("lli", REPO / "benchmarks" / "large_lesion_invariance.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    r = mod.compare("patient01")
+def test_large_injected_lesion_changes_other_detections_by_at_most_one(shared_data, benchmark_script):
+    r = benchmark_script("large_lesion_invariance").compare("patient01")
     assert 6.0 < r["injected_ml"] < 14.0
     assert r["injected"]["injected_found"]
     assert r["gt_found_changed"] <= 1, r

@@ -56,3 +56,13 @@ def test_plausibility_gate_drops_dark_and_unchanged_components():
     kept = plausible(lab, bl, fu, (1.0, 1.0, 3.0), min_followup_peak=1.1, min_mean_difference=0.1)
     assert kept.max() == 1
     assert (kept > 0).sum() == new.sum() and (kept[new] == 1).all()
+
+
+def test_a_visit_compared_with_itself_has_no_change_even_in_its_brightest_tissue():
+    bl, mask, _cortex, _rng = _phantom(2)
+    old = np.zeros(bl.shape, bool)
+    old[40:50, 40:50, 12:16] = True  # existing bright lesions: above the top intensity bin's median
+    bl = np.where(old, 1.6, bl).astype(np.float32) * mask
+    h = harmonise_followup(bl, bl.copy(), mask, (1.0, 1.0, 3.0)) - bl
+    assert np.abs(h[old]).max() < 0.02, np.abs(h[old]).max()
+    assert np.abs(h[mask]).max() < 0.02

@@ -313,17 +313,12 @@ def test_pdf_pages_hold_rebaseline_and_followup_crops(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_real_pair_report_in_chromium(shared_data, tmp_path, chromium):
+def test_real_pair_report_in_chromium(shared_data, tmp_path, chromium, benchmark_script):
     """patient01 (real, two scanners): the report benchmarks/report_size.py builds (the pipeline's
     characterise_and_report on the rebaseline, the follow-up FLAIR/T1/T2 put on its grid with the data set's
     reference transforms, the expert new/enlarging lesions as label map).  Size < 15 MB; every lesion click
     puts both crosshairs within one voxel of lesions.tsv's centroid; no console error."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("report_size", Path(__file__).parents[1] / "benchmarks/report_size.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("report_size")
     d = shared_data / "ljubljana-longitudinal/patient01"
     html, labels = bench.build_report(d, tmp_path / "p01")
     size_mb = html.stat().st_size / 1e6

@@ -126,6 +126,21 @@ def test_messy_clinic_cohort(tmp_path):
         assert json.loads(f.read_text())["status"] == "ok", f
         assert all((f.parent / n).exists() for n in ("lesions.tsv", "new_lesions.nii.gz", "qc.json", "report.html"))
 
+    # ... and its outputs are those of a detection run on its own (the kill left nothing that changed them)
+    case = json.loads(argv[argv.index("--cases") + 1])[0]
+    alone = tmp_path / "alone"
+    cmd = [sys.executable, "-m", "pmlseg", "detect", "--baseline", case["baseline"], "--followup", case["followup"],
+           "--followup-transform", case["followup_transform"], "--out", str(alone), "--device", "cpu",
+           *[a for k, f in case["optional"].items() for a in (f"--{k.replace('_', '-')}", f)]]
+    q = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900,
+                       env=dict(os.environ, OMP_NUM_THREADS="2"))
+    logs.append(q.stdout + q.stderr)
+    assert q.returncode == 0, q.stderr[-2000:]
+    got = Path(case["out"])
+    assert np.array_equal(np.asarray(nib.load(got / "new_lesions.nii.gz").dataobj),
+                          np.asarray(nib.load(alone / "new_lesions.nii.gz").dataobj))
+    assert read_tsv(got / "lesions.tsv") == read_tsv(alone / "lesions.tsv")
+
     # no name, ID or birth date anywhere under OUT but identity.tsv, nor in any log or console output
     secrets = messy_cohort.identifiers()
     leaks = []

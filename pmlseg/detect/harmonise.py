@@ -37,7 +37,14 @@ def expected_followup(bl: np.ndarray, fu: np.ndarray, sel: np.ndarray, bins: int
     med_f = np.asarray(ndi.median(f, labels=idx, index=present))
     med_b = np.asarray(ndi.median(b, labels=idx, index=present))
     order = np.argsort(med_b)
-    return np.interp(bl, med_b[order], med_f[order]).astype(np.float32)
+    xb, yf = med_b[order], med_f[order]
+    g = np.interp(bl, xb, yf)
+    # beyond the outer bin medians continue with unit slope, not flat: clamping would call every voxel
+    # brighter than the top bin's median (existing lesions) "brighter than expected", so a rebaseline
+    # compared with itself would show change in its brightest tissue
+    g = np.where(bl > xb[-1], yf[-1] + (bl - xb[-1]), g)
+    g = np.where(bl < xb[0], yf[0] + (bl - xb[0]), g)
+    return g.astype(np.float32)
 
 
 def harmonise_followup(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing) -> np.ndarray:

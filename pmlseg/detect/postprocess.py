@@ -123,27 +123,3 @@ def _img(arr, grid):
     from pmlseg.detect.predictor import from_array
 
     return from_array(arr.astype(np.uint16), grid)
-
-
-def label_lesions(binary: np.ndarray, spacing, min_size_mm3: float = 10.0) -> np.ndarray:
-    """Lesion labels 1..N (26-connected, >= ``min_size_mm3``, largest first) of a binary map."""
-    return components(binary, spacing, min_size_mm3)
-
-
-def lesion_rows(labels: np.ndarray, ref, bl_norm: np.ndarray, spacing) -> list[dict]:
-    """lesions.tsv rows for ``labels`` on ``ref``'s grid (LPS mm centroids); ``bl_norm`` = normalised
-    baseline FLAIR on the same grid, for new vs enlarging."""
-    kinds = kind_of_lesions(labels, bl_norm, bl_norm > 0, spacing)
-    vox = float(np.prod(spacing))
-    n = int(labels.max())
-    rows = []
-    if n == 0:
-        return rows
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    cents = ndi.center_of_mass(np.ones(labels.shape, np.float32), labels, range(1, n + 1))
-    for i in range(1, n + 1):
-        c = ref.TransformContinuousIndexToPhysicalPoint([float(v) for v in cents[i - 1]])
-        rows.append({"lesion_id": i, "volume_mm3": round(float(counts[i]) * vox, 1),
-                     "centroid_x": round(c[0], 1), "centroid_y": round(c[1], 1), "centroid_z": round(c[2], 1),
-                     "new_or_enlarging": kinds.get(i, "new")})
-    return rows

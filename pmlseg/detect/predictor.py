@@ -268,4 +268,3 @@ class Predictor:
         out[box] = res
         return out if mask is None else out * mask
 
-    predict = probability  # older name

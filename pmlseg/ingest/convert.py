@@ -126,7 +126,7 @@ def convert_series(files: list[str], n_frames: int, n_slices: int, frame_pixels:
     main = out / "vol.nii"
     extras = [p.name for p in niis if p != main]
     if not main.exists() or len(niis) == 0:
-        return Converted(False, "dcm2niix wrote no volume" + (f" ({_last_error(log)})" if _last_error(log) else ""))
+        return Converted(False, "dcm2niix wrote no volume" + (f" ({_dcm2niix_complaint(log)})" if _dcm2niix_complaint(log) else ""))
     allowed_extra = [e for e in extras if e.endswith("_ADC.nii")]
     if len(extras) != len(allowed_extra):
         return Converted(False, f"dcm2niix split the series into {len(niis)} volumes; expected one")
@@ -165,7 +165,8 @@ def convert_series(files: list[str], n_frames: int, n_slices: int, frame_pixels:
     return Converted(True, note, gz, sidecar, bval if is_dwi else None, bvec if is_dwi else None, workdir)
 
 
-def _last_error(log: str) -> str:
+def _dcm2niix_complaint(log: str) -> str:
+    """dcm2niix's last error or warning line (why it wrote no volume), or ''."""
     for line in reversed(log.splitlines()):
         if "error" in line.lower() or "warning" in line.lower():
             return line.strip()[:120]
