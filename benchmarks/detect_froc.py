@@ -133,14 +133,21 @@ def fit_points(val: dict, thresholds, max_fp_op: float = 1.0, review_extra_fp: f
 
 
 def calibration(case_cands: list, n_knots: int = 8) -> dict:
-    """Isotonic fit of P(lesion is a true new lesion | peak probability) on validation lesions (sklearn)."""
+    """Isotonic fit of P(lesion is a true new lesion | peak probability) on validation lesions (sklearn).
+
+    One true and one false pseudo-lesion spread over the knots (a Laplace prior) keep a few dozen lesions
+    from claiming certainty: a top group of 18 true of 18 reads about 0.95, not 1.0."""
     from sklearn.isotonic import IsotonicRegression
 
     x = np.concatenate([c[0] for c in case_cands])
     y = np.concatenate([c[1] for c in case_cands])
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
     knots = np.unique(np.concatenate([[0.0], np.quantile(x, np.linspace(0, 1, n_knots)), [1.0]]))
-    return {"peak": [round(float(k), 4) for k in knots],
+    prior = np.full(len(knots), 1.0 / len(knots))
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+        np.concatenate([x, knots, knots]), np.concatenate([y, np.zeros(len(knots)), np.ones(len(knots))]),
+        sample_weight=np.concatenate([np.ones(len(x)), prior, prior]))
+    knots = np.unique(np.round(knots, 4))
+    return {"peak": [float(k) for k in knots],
             "confidence": [round(float(v), 4) for v in np.maximum.accumulate(iso.predict(knots))],
             "fitted_on": f"{len(x)} validation lesions ({int(y.sum())} true) at the lowest threshold"}
 
