@@ -126,7 +126,9 @@ def _mass_effect(f, p):
 
 def _growth(f, p):
     g = f.get("growth_ml_per_month")
-    return (None, "no growth curve") if g is None else (ramp(g, p["zero"], p["full"]), f"grows {g:.2f} ml/month")
+    if g is None:
+        return None, f.get("growth_unavailable") or "no growth curve"
+    return ramp(g, p["zero"], p["full"]), f"{'grows' if g >= 0 else 'shrinks'} {abs(g):.2f} ml/month"
 
 
 def _ventricle_contact(f, p):
@@ -190,6 +192,25 @@ def score_lesion(f: dict, rules: dict) -> dict:
     text, missing = explain(reasons)
     return {**f, "pml_score": round(score, 3), "pml_logit": round(total, 3), "pml_suspicion": level,
             "pml_explanation": text, "pml_unavailable": missing, "reasons": reasons}
+
+
+def features_from_row(row: dict) -> dict:
+    """Typed features from a lesions.tsv row (cells are text): '' -> None, 'True'/'False' -> bool, numbers
+    -> float, anything else kept as text; so a later stage (tracking) can re-score a detected lesion."""
+    out = {}
+    for k, v in row.items():
+        if not isinstance(v, str):
+            out[k] = v
+        elif v == "":
+            out[k] = None
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+        else:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
 
 
 def score_pml(feats: list[dict], rules: dict | None = None) -> list[dict]:
