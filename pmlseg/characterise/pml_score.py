@@ -158,6 +158,9 @@ RULES = {
     "ovoid": _ovoid,
 }
 
+# rules whose feature speaks for MS (or another diagnosis) in the literature: their weight is <= 0
+FAVOURS_MS = frozenset({"ventricle_contact", "perpendicular_to_ventricles", "ovoid", "mass_effect"})
+
 
 def rule_values(f: dict, rules: dict) -> dict[str, tuple[float | None, str]]:
     """Strength (0..1, None = not measurable) and measured value in words, per rule of ``rules``."""
