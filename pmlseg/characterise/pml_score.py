@@ -58,9 +58,18 @@ def _pct(x: float) -> str:
 
 # Each rule: f(features, params) -> (strength 0..1 or None when not measurable, measured value in words).
 def _cortex_contact(f, p):
+    """Juxtacortical / U-fibre involvement: a white-matter lesion against the cortex.  A lesion that lies in
+    the cortex itself (white-matter share below ``wm_full``) is a cortical lesion, MS-typical, not PML, a
+    leukoencephalopathy: its contact counts less, nothing at ``wm_zero``."""
     c = f.get("cortex_contact")
-    return (None, "cortex contact not measured") if c is None else \
-        (ramp(c, p["zero"], p["full"]), f"touches cortex over {_pct(c)} of its border")
+    if c is None:
+        return None, "cortex contact not measured"
+    why = f"touches cortex over {_pct(c)} of its border"
+    g = f.get("gm_fraction_in_lesion")
+    if g is None or "wm_zero" not in p:
+        return ramp(c, p["zero"], p["full"]), why
+    wm = ramp(1.0 - g, p["wm_zero"], p["wm_full"])
+    return ramp(c, p["zero"], p["full"]) * wm, why + (f", but {_pct(g)} of it lies in grey matter" if wm < 1 else "")
 
 
 def _ill_defined_wm_border(f, p):
