@@ -176,6 +176,7 @@ def test_discrimination_benchmark_small(shared_data):
     sys.modules[spec.name] = bench  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
     res = bench.run((), ("patient26",), 2, load_rules())["test"]
+    print(res)
     assert res["n_real"] == 14 and res["n_pml"] >= 5, res
     assert res["auc_real"] >= 0.9 and res["high_real"] <= 0.2, res
     assert res["rank1"] >= 0.6 and res["auc_confluent"] >= 0.7, res

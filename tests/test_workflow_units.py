@@ -368,6 +368,11 @@ def test_tracked_growth_feeds_the_pml_score(tmp_path):
     assert float(a2["pml_score"]) == pytest.approx(without_growth(a2))
     tracks = {t["lesion_id"]: t for t in read_tsv(out / L.tracking_tracks("sub-001"))}
     assert float(tracks[a3["lesion_id"]]["max_pml_score"]) == float(a3["pml_score"])
+    from pmlseg.workflow.cohort_index import write_index
+
+    write_index(out)  # the cohort tables read the re-scored rows
+    s = {r["session"]: r for r in read_tsv(out / "sessions.tsv")}
+    assert float(s["ses-03"]["max_pml_score"]) == float(a3["pml_score"])
 
 
 def test_cohort_index_tables_and_page(tmp_path):
