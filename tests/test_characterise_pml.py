@@ -178,5 +178,6 @@ def test_discrimination_benchmark_small(shared_data):
     res = bench.run((), ("patient26",), 2, load_rules())["test"]
     print(res)
     assert res["n_real"] == 14 and res["n_pml"] >= 5, res
-    assert res["auc_real"] >= 0.9 and res["high_real"] <= 0.2, res
-    assert res["rank1"] >= 0.6 and res["auc_confluent"] >= 0.7, res
+    # measured (issue 16): AUC 0.980, 2/14 real high, rank 1 5/5, AUC vs confluent 1.000
+    assert res["auc_real"] >= 0.95 and res["high_real"] <= 0.2, res
+    assert res["rank1"] >= 0.8 and res["auc_confluent"] >= 0.9, res
