@@ -54,7 +54,7 @@ from pml_injection import load_case  # noqa: E402  (real follow-up pairs with GT
 
 from pmlseg.characterise import characterise_lesions, load_rules, score_pml  # noqa: E402
 from pmlseg.characterise import location as loc  # noqa: E402
-from pmlseg.characterise.pml_score import rule_values  # noqa: E402
+from pmlseg.characterise.pml_score import FAVOURS_MS, rule_values  # noqa: E402
 from pmlseg.paths import shared_data_dir  # noqa: E402
 
 TRAIN_BRAINS = ("patient03", "patient07", "patient26")
@@ -444,8 +444,9 @@ def contributions(records: list[dict], rules: dict) -> dict[str, tuple[float, fl
     return out
 
 
-def fit_weights(pos: list[dict], neg: list[dict], rules: dict, l2: float = 0.05) -> dict:
-    """Sign-constrained (sign from the literature = sign in the rules file), L2-regularised, class-balanced
+def fit_weights(pos: list[dict], neg: list[dict], rules: dict, l2: float = 0.005) -> dict:
+    """Sign-constrained (sign from the literature: pml_score.FAVOURS_MS <= 0, the rest >= 0; a weight of 0
+    in the rules file used to read as "favours PML"), L2-regularised, class-balanced
     logistic regression of the rule strengths (unmeasurable = 0, as in the score) on the training split."""
     from scipy.optimize import minimize
 
@@ -461,7 +462,7 @@ def fit_weights(pos: list[dict], neg: list[dict], rules: dict, l2: float = 0.05)
         ll = -(w_cls * (y * np.log(p + 1e-9) + (1 - y) * np.log(1 - p + 1e-9))).sum()
         return ll + l2 * (theta[1:] ** 2).sum()
 
-    bounds = [(None, None)] + [((0, 6) if rules["rules"][n]["weight"] >= 0 else (-6, 0)) for n in names]
+    bounds = [(None, None)] + [((-6, 0) if n in FAVOURS_MS else (0, 6)) for n in names]
     x0 = np.r_[rules["intercept"], [rules["rules"][n]["weight"] for n in names]]
     res = minimize(loss, x0, bounds=bounds, method="L-BFGS-B")
     return {"intercept": round(float(res.x[0]), 2), **{n: round(float(w), 2) for n, w in zip(names, res.x[1:])}}

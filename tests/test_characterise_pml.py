@@ -85,6 +85,19 @@ def test_unmeasurable_features_contribute_nothing_and_are_listed():
     assert s["pml_score"] < score_pml([PML])[0]["pml_score"]
 
 
+def test_a_lesion_lying_in_the_cortex_is_not_read_as_juxtacortical():
+    """Cortex contact means a white-matter lesion against the cortex (U-fibres); a lesion inside the cortical
+    ribbon (an MS cortical lesion) has a border all on cortex but must not get that credit."""
+    cortical = dict(PML, lesion_id=3, gm_fraction_in_lesion=0.97)
+    pml, inside = score_pml([PML, cortical])
+    r = {x["rule"]: x for x in pml["reasons"]}
+    c = {x["rule"]: x for x in inside["reasons"]}
+    assert r["cortex_contact"]["value"] > 0.9 and c["cortex_contact"]["value"] < 0.1
+    assert "97 % of it lies in grey matter" in c["cortex_contact"]["detail"]
+    assert inside["pml_score"] < pml["pml_score"] - 0.2
+    assert score_pml([dict(PML, gm_fraction_in_lesion=None)])[0]["pml_score"] == pml["pml_score"]  # NA: unchanged
+
+
 def test_the_pipeline_reads_configs_pml_rules_yaml_and_an_edit_changes_the_score(tmp_path, monkeypatch):
     assert pml_score.RULES_PATH == REPO / "configs" / "pml_rules.yaml"
     assert not list((REPO / "pmlseg").rglob("pml_rules*.yaml")), "a second rules file would shadow configs/"
@@ -163,6 +176,8 @@ def test_discrimination_benchmark_small(shared_data):
     sys.modules[spec.name] = bench  # its dataclasses look their module up there
     spec.loader.exec_module(bench)
     res = bench.run((), ("patient26",), 2, load_rules())["test"]
+    print(res)
     assert res["n_real"] == 14 and res["n_pml"] >= 5, res
-    assert res["auc_real"] >= 0.9 and res["high_real"] <= 0.2, res
-    assert res["rank1"] >= 0.6 and res["auc_confluent"] >= 0.7, res
+    # measured (issue 16): AUC 0.980, 2/14 real high, rank 1 5/5, AUC vs confluent 1.000
+    assert res["auc_real"] >= 0.95 and res["high_real"] <= 0.2, res
+    assert res["rank1"] >= 0.8 and res["auc_confluent"] >= 0.9, res

@@ -319,6 +319,62 @@ def test_tracking_keeps_ids_and_growth(tmp_path):
     assert read_tsv(out / L.tracking_lesions("sub-001")) == rows
 
 
+def test_tracked_growth_feeds_the_pml_score(tmp_path):
+    """A lesion that grows between scans gets growth_ml_per_month from tracking and is re-scored higher than
+    the same lesion unchanged; a first-seen lesion lists growth as unavailable (issue 16)."""
+    from pmlseg.characterise import load_rules, score_pml
+    from pmlseg.report.visit import lesion_rows, write_lesion_table
+    from pmlseg.workflow.tracking import write_tracking
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_characterise_pml import MS
+
+    out = tmp_path / "res"
+    out.mkdir()
+    man = [dict(subject="sub-001", session=s, role=r, days=d, interval_days="", previous=p, reason="", status="ok",
+                order=1, flair="x", t1w="", t2w="", dwi="")
+           for s, r, d, p in (("ses-01", "rebaseline", 0, ""), ("ses-02", "follow-up", 30, "ses-01"),
+                              ("ses-03", "follow-up", 91, "ses-02"))]
+    from pmlseg.workflow.manifest import COLUMNS
+    write_tsv(out / "manifest.tsv", man, COLUMNS)
+    # ses-02: A (r 3) and B (r 3); ses-03: A grown to r 8, B unchanged.  Same features (an MS-like
+    # periventricular lesion scored by the pipeline's own writer), so only growth can tell them apart.
+    for ses, balls in (("ses-02", [((10, 10, 10), 3), ((30, 30, 30), 3)]),
+                       ("ses-03", [((10, 10, 10), 8), ((30, 30, 30), 3)])):
+        _detection(out, "sub-001", ses, "rebaseline", balls, [{}] * len(balls))
+        scored = score_pml([dict(MS, lesion_id=i) for i in (1, 2)])
+        cols, rows = lesion_rows([{"lesion_id": i, "volume_mm3": 100.0} for i in (1, 2)], scored)
+        write_lesion_table(out / L.detect_dir("sub-001", ses, "rebaseline") / "lesions.tsv", cols, rows)
+    write_tracking(out, "sub-001", out / "manifest.tsv")
+    by = {(r["session"], r["detect_label"]): r for r in read_tsv(out / L.tracking_lesions("sub-001"))}
+    a3, b3, a2 = by["ses-03", "1"], by["ses-03", "2"], by["ses-02", "1"]
+    assert a3["lesion_id"] == a2["lesion_id"] != b3["lesion_id"]
+    grown_ml = (float(a3["volume_mm3"]) - float(a2["volume_mm3"])) / 1000
+    assert grown_ml > 3.0  # r 3 -> 8 voxels at 2 mm3
+    assert float(a3["growth_ml_per_month"]) == pytest.approx(grown_ml / (61 / 30.44), rel=1e-3)
+    assert float(b3["growth_ml_per_month"]) == 0.0
+    def without_growth(r, key="pml_score"):  # the same lesion scored as detection does (volume = the label's)
+        return score_pml([dict(MS, volume_mm3=float(r["volume_mm3"]))])[0][key]
+
+    g = load_rules()["rules"]["growth"]
+    strength = min(1.0, (float(a3["growth_ml_per_month"]) - g["zero"]) / (g["full"] - g["zero"]))
+    assert strength > 0.5 and float(a3["pml_score"]) > without_growth(a3)
+    assert float(a3["pml_logit"]) - without_growth(a3, "pml_logit") == pytest.approx(g["weight"] * strength, abs=2e-3)
+    assert float(b3["pml_score"]) == pytest.approx(without_growth(b3))
+    assert "grows" in a3["pml_explanation"] and "growth" not in a3["pml_unavailable"]
+    assert "growth" in a3["reasons"] and "growth" not in b3["pml_unavailable"]
+    # first seen at ses-02: no earlier volume, growth unmeasured and said so
+    assert a2["growth_ml_per_month"] == "" and "growth (first seen at this visit" in a2["pml_unavailable"]
+    assert float(a2["pml_score"]) == pytest.approx(without_growth(a2))
+    tracks = {t["lesion_id"]: t for t in read_tsv(out / L.tracking_tracks("sub-001"))}
+    assert float(tracks[a3["lesion_id"]]["max_pml_score"]) == float(a3["pml_score"])
+    from pmlseg.workflow.cohort_index import write_index
+
+    write_index(out)  # the cohort tables read the re-scored rows
+    s = {r["session"]: r for r in read_tsv(out / "sessions.tsv")}
+    assert float(s["ses-03"]["max_pml_score"]) == float(a3["pml_score"])
+
+
 def test_cohort_index_tables_and_page(tmp_path):
     from pmlseg.workflow.cohort_index import write_index
     from pmlseg.workflow.tracking import write_tracking

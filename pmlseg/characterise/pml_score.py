@@ -58,9 +58,18 @@ def _pct(x: float) -> str:
 
 # Each rule: f(features, params) -> (strength 0..1 or None when not measurable, measured value in words).
 def _cortex_contact(f, p):
+    """Juxtacortical / U-fibre involvement: a white-matter lesion against the cortex.  A lesion that lies in
+    the cortex itself (white-matter share below ``wm_full``) is a cortical lesion, MS-typical, not PML, a
+    leukoencephalopathy: its contact counts less, nothing at ``wm_zero``."""
     c = f.get("cortex_contact")
-    return (None, "cortex contact not measured") if c is None else \
-        (ramp(c, p["zero"], p["full"]), f"touches cortex over {_pct(c)} of its border")
+    if c is None:
+        return None, "cortex contact not measured"
+    why = f"touches cortex over {_pct(c)} of its border"
+    g = f.get("gm_fraction_in_lesion")
+    if g is None or "wm_zero" not in p:
+        return ramp(c, p["zero"], p["full"]), why
+    wm = ramp(1.0 - g, p["wm_zero"], p["wm_full"])
+    return ramp(c, p["zero"], p["full"]) * wm, why + (f", but {_pct(g)} of it lies in grey matter" if wm < 1 else "")
 
 
 def _ill_defined_wm_border(f, p):
@@ -126,7 +135,9 @@ def _mass_effect(f, p):
 
 def _growth(f, p):
     g = f.get("growth_ml_per_month")
-    return (None, "no growth curve") if g is None else (ramp(g, p["zero"], p["full"]), f"grows {g:.2f} ml/month")
+    if g is None:
+        return None, f.get("growth_unavailable") or "no growth curve"
+    return ramp(g, p["zero"], p["full"]), f"{'grows' if g >= 0 else 'shrinks'} {abs(g):.2f} ml/month"
 
 
 def _ventricle_contact(f, p):
@@ -155,6 +166,9 @@ RULES = {
     "ventricle_contact": _ventricle_contact, "perpendicular_to_ventricles": _perpendicular_to_ventricles,
     "ovoid": _ovoid,
 }
+
+# rules whose feature speaks for MS (or another diagnosis) in the literature: their weight is <= 0
+FAVOURS_MS = frozenset({"ventricle_contact", "perpendicular_to_ventricles", "ovoid", "mass_effect"})
 
 
 def rule_values(f: dict, rules: dict) -> dict[str, tuple[float | None, str]]:
@@ -190,6 +204,25 @@ def score_lesion(f: dict, rules: dict) -> dict:
     text, missing = explain(reasons)
     return {**f, "pml_score": round(score, 3), "pml_logit": round(total, 3), "pml_suspicion": level,
             "pml_explanation": text, "pml_unavailable": missing, "reasons": reasons}
+
+
+def features_from_row(row: dict) -> dict:
+    """Typed features from a lesions.tsv row (cells are text): '' -> None, 'True'/'False' -> bool, numbers
+    -> float, anything else kept as text; so a later stage (tracking) can re-score a detected lesion."""
+    out = {}
+    for k, v in row.items():
+        if not isinstance(v, str):
+            out[k] = v
+        elif v == "":
+            out[k] = None
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+        else:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
 
 
 def score_pml(feats: list[dict], rules: dict | None = None) -> list[dict]:

@@ -88,6 +88,7 @@ def build_tables(out: Path) -> tuple[list[dict], list[dict]]:
         prev = layout.detect_dir(sub, ses, "previous")
         report_prev = f"{prev}/report.html" if (read_status(out / prev / "status.json").get("status") == "ok"
                                                 and (out / prev / "report.html").exists()) else ""
+        scored = mine if mine and det_rows else det_rows
         sessions.append({
             "subject": sub, "session": ses, "role": r["role"], "interval_days": r["days"],
             "days_since_previous": r["interval_days"],
@@ -98,8 +99,9 @@ def build_tables(out: Path) -> tuple[list[dict], list[dict]]:
             "n_new_lesions": len(det_rows) if has_map else "",
             "new_volume_mm3": round(sum(_num(x.get("volume_mm3")) for x in det_rows), 1) if has_map else "",
             "n_new_since_previous": sum(x.get("new_since_previous") == "yes" for x in mine) if has_map else "",
-            "max_pml_score": max((_num(x.get("pml_score"), 0) for x in det_rows), default="") if det_rows else "",
-            "pml_suspicion": max((x.get("pml_suspicion", "") for x in det_rows), key=suspicion_rank, default=""),
+            # scores from tracking when it ran (they include growth since the previous visit), else detection's
+            "max_pml_score": max((_num(x.get("pml_score"), 0) for x in scored), default="") if scored else "",
+            "pml_suspicion": max((x.get("pml_suspicion", "") for x in scored), key=suspicion_rank, default=""),
         })
     return sessions, lesions
 

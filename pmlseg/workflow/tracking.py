@@ -5,6 +5,11 @@ visits of a patient share one space and a lesion is the same lesion when it over
 the same lesion's extent at the last visit it was seen.  Ids (L001, L002, ...) are given in order of
 first appearance, then size, so they are stable when a later visit is added.  Detection against the
 previous visit, carried into rebaseline space, says which lesions are new since the last scan.
+
+Growth feeds the PML score: a lesion tracked from an earlier visit gets growth_ml_per_month (its volume
+change since the last visit it was seen, over the days between the scans) and is re-scored from its
+lesions.tsv features with configs/pml_rules.yaml, so a lesion that grows between scans ranks higher;
+a first-seen lesion keeps growth unmeasured (listed in pml_unavailable).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from pmlseg.workflow.step import read_status, write_status
 log = logging.getLogger(__name__)
 
 LESION_COLUMNS = ["subject", "session", "days", "lesion_id", "detect_label", "volume_mm3", "first_seen",
-                  "growth_mm3", "new_since_previous"]
+                  "growth_mm3", "growth_ml_per_month", "new_since_previous"]
+DAYS_PER_MONTH = 30.44
 TRACK_COLUMNS = ["subject", "lesion_id", "first_seen", "last_seen", "n_visits", "first_volume_mm3",
                  "last_volume_mm3", "growth_curve", "max_pml_score", "pml_suspicion"]
 SUSPICION_RANK = {"high": 3, "moderate": 2, "intermediate": 2, "medium": 2, "low": 1, "none": 0, "": 0}
@@ -85,11 +91,45 @@ def _detect_rows(path: Path) -> dict[int, dict]:
     return out
 
 
+def growth_per_month(volumes: dict, days: dict, ses: str) -> tuple[float | None, str]:
+    """(ml/month since the last earlier visit in ``volumes`` (session -> mm3, in visit order), why not)."""
+    order = list(volumes)
+    if order.index(ses) == 0:
+        return None, "first seen at this visit: no earlier volume"
+    prev = order[order.index(ses) - 1]
+    try:
+        interval = float(days[ses]) - float(days[prev])
+    except (KeyError, TypeError, ValueError):
+        return None, f"no scan dates for {prev} and {ses}"
+    if interval <= 0:
+        return None, f"{ses} is not later than {prev}"
+    return (volumes[ses] - volumes[prev]) / 1000.0 / (interval / DAYS_PER_MONTH), ""
+
+
+def rescore_with_growth(row: dict, growth: float | None, why: str, rules: dict) -> None:
+    """Re-score a detected lesion's row (its lesions.tsv features) with its measured growth, in place.
+    Rows without the score's features (no pml_logit: not scored by pmlseg detect) keep their score."""
+    from pmlseg.characterise.pml_score import features_from_row, score_lesion
+    from pmlseg.report.visit import reasons_text
+
+    row["growth_ml_per_month"] = None if growth is None else round(growth, 3)
+    if row.get("pml_logit") in (None, ""):
+        return
+    s = score_lesion({**features_from_row(row), "growth_ml_per_month": growth, "growth_unavailable": why}, rules)
+    for k in ("pml_score", "pml_logit", "pml_suspicion", "pml_explanation", "pml_unavailable"):
+        row[k] = s[k]
+    row["reasons"] = reasons_text(s["reasons"])
+
+
 def track_subject(out: Path, subject: str, manifest: list[dict]) -> tuple[list[dict], list[dict]]:
     """Lesion rows (one per lesion per visit) and track rows (one per lesion) for ``subject``."""
     from scipy import ndimage
 
+    from pmlseg.characterise import load_rules
+
     visits = [r for r in manifest if r["subject"] == subject and r["role"] == "follow-up"]
+    days = {r["session"]: r.get("days") for r in manifest if r["subject"] == subject}
+    rules = None
     tracks: list[Track] = []
     lesion_rows: list[dict] = []
     ref_shape = None
@@ -144,6 +184,9 @@ def track_subject(out: Path, subject: str, manifest: list[dict]) -> tuple[list[d
             for k, val in det.get(lab, {}).items():
                 if k not in row and k != "lesion_id":
                     row[k] = val
+            if row.get("pml_logit") not in (None, "") and rules is None:
+                rules = load_rules()
+            rescore_with_growth(row, *growth_per_month(t.volumes, days, ses), rules)
             lesion_rows.append(row)
     track_rows = []
     for t in tracks:
