@@ -4,6 +4,7 @@ skip, and one summary line at the end names what was skipped and how to get it."
 import importlib.util
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,7 @@ def benchmark_script():
     def load(name: str):
         spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses in a benchmark look their module up there
         spec.loader.exec_module(module)
         return module
     return load

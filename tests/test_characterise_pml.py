@@ -1,7 +1,6 @@
 """PML score: rules behave as documented, explain themselves, and configs/pml_rules.yaml is what they read."""
 
 import copy
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -127,10 +126,8 @@ def test_bad_rules_files_are_refused(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_injected_pml_lesions_on_real_followups(shared_data):
-    spec = importlib.util.spec_from_file_location("pml_injection", REPO / "benchmarks" / "pml_injection.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_injected_pml_lesions_on_real_followups(shared_data, benchmark_script):
+    bench = benchmark_script("pml_injection")
     results = {}
     for case, cfg in bench.CASES.items():
         scored, inj, _, _ = bench.run_case(case, cfg)
@@ -146,15 +143,13 @@ def test_injected_pml_lesions_on_real_followups(shared_data):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_injected_pml_lesion_through_the_detector(shared_data, tmp_path):
+def test_injected_pml_lesion_through_the_detector(shared_data, tmp_path, benchmark_script):
     """The same injection, but scored on the pipeline's own detections (registration, model, gate):
     the small parietal PML-like lesion of patient01 must be found and outrank every other detection,
     false positives included (benchmarks/pml_injection.py --detect runs both cases)."""
     from pmlseg.detect.predictor import Predictor
 
-    spec = importlib.util.spec_from_file_location("pml_injection", REPO / "benchmarks" / "pml_injection.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("pml_injection")
     case = "patient01"
     rows, inj, real = bench.run_detected(case, bench.CASES[case], Predictor(None, "cpu"), tmp_path / case)
     ok, msgs = bench.evaluate_detected({case: (rows, inj, real, bench.CASES[case]["kind"])})
@@ -165,16 +160,11 @@ def test_injected_pml_lesion_through_the_detector(shared_data, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_discrimination_benchmark_small(shared_data):
+def test_discrimination_benchmark_small(shared_data, benchmark_script):
     """A small run of benchmarks/pml_discrimination.py (one MNI brain, 2 injection rounds): the PML-like
     lesions outrank the real MS lesions and the large confluent MS-like ones (bounds well inside the
     figures of the full run, docs/pml_score.md)."""
-    import sys
-
-    spec = importlib.util.spec_from_file_location("pml_discrimination", REPO / "benchmarks" / "pml_discrimination.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = bench  # its dataclasses look their module up there
-    spec.loader.exec_module(bench)
+    bench = benchmark_script("pml_discrimination")
     res = bench.run((), ("patient26",), 2, load_rules())["test"]
     print(res)
     assert res["n_real"] == 14 and res["n_pml"] >= 5, res
