@@ -76,10 +76,11 @@ def overview_figure(images: dict[str, sitk.Image], n_slices: int = 4):
     return fig
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig, close: bool = True) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return buf.getvalue()
