@@ -21,7 +21,7 @@ def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Ima
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lab = sitk.GetArrayViewFromImage(labels)  # views, cropped before any copy: a report draws every lesion twice
+    lab = sitk.GetArrayViewFromImage(labels)  # views, cropped before any copy (whole volumes: ~10^7 voxels each)
     m = lab == lesion_id
     sp = np.array(labels.GetSpacing())[::-1]
     c = np.round(np.argwhere(m).mean(axis=0)).astype(int) if m.any() else np.array(lab.shape) // 2
