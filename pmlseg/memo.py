@@ -34,8 +34,11 @@ def _key(value):
     return value
 
 
-def by_image_content(maxsize: int = 2):
-    """Decorator: remember the last ``maxsize`` results, keyed by image content and the other (hashable) args."""
+def by_image_content(maxsize: int = 2, ignore: tuple[str, ...] = ()):
+    """Decorator: remember the last ``maxsize`` results, keyed by image content and the other (hashable) args.
+
+    Keyword arguments named in ``ignore`` (names for messages) are left out of the key.
+    """
 
     def decorate(fn):
         cache: OrderedDict = OrderedDict()
@@ -43,7 +46,7 @@ def by_image_content(maxsize: int = 2):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             try:
-                key = (tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items())))
+                key = (tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items()) if k not in ignore))
             except TypeError:
                 return fn(*args, **kwargs)
             if key in cache:

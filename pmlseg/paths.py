@@ -45,3 +45,13 @@ def find_model(name: str) -> Path:
 def shared_data_dir() -> Path:
     """The real licensed data (never copied into the repo): $PMLSEG_SHARED_DATA or ../shared/data."""
     return Path(os.environ.get("PMLSEG_SHARED_DATA", REPO_DIR.parent / "shared" / "data"))
+
+
+def icbm152_file(kind: str) -> Path:
+    """The ICBM152 2009a file (kind: t1, gm, wm) bundled in nilearn's wheel, found without importing
+    nilearn.datasets (which pulls in pandas and scikit-learn: ~3 s per process)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nilearn")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / \
+        f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"

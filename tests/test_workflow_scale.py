@@ -126,10 +126,19 @@ def test_template_fits_are_reused_for_the_same_image_content():
     fit(moved)                                   # other geometry: another fit
     fit(a, name="y")                             # other arguments: another fit
     assert runs == ["x", "x", "y"]
+
+    @by_image_content(maxsize=2, ignore=("name",))
+    def named_fit(img, *, name):
+        runs.append(name)
+        return name
+
+    assert named_fit(a, name="followup T1w") == named_fit(same, name="baseline T1w") == "followup T1w"
+    assert runs[-1] == "followup T1w" and named_fit.hits == 1   # a name for messages is not part of the key
     from pmlseg.characterise.location import register_to_template
+    from pmlseg.detect.pipeline import intra_visit_transform
     from pmlseg.registration.preprocess import brain_mask
 
-    assert hasattr(brain_mask, "hits") and hasattr(register_to_template, "hits")
+    assert all(hasattr(f, "hits") for f in (brain_mask, register_to_template, intra_visit_transform))
 
 
 def test_dry_run_plans_one_detection_job_per_patient(tmp_path):

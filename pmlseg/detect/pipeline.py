@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pmlseg.errors import PmlsegError
+from pmlseg.memo import by_image_content
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,17 @@ def _flair_brain(pair, visit: str, followup_flair):
     return sitk.BinaryDilate(sitk.Resample(m, ref, tfm, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8), [3, 3, 1])
 
 
+# a patient's detection job meets each visit's T1/T2/DWI in up to three cases (as the follow-up against the
+# rebaseline and the previous visit, as the baseline of the next visit): register each once (~9 s each)
+@by_image_content(maxsize=16, ignore=("fixed_name", "moving_name"))
+def intra_visit_transform(flair, img, *, fixed_name: str, moving_name: str):
+    """Same-session rigid transform (FLAIR points -> ``img`` points), from the scanner coordinates."""
+    from pmlseg.registration.affine import register_affine
+
+    return register_affine(flair, img, init="identity", rigid_only=True, fixed_name=fixed_name,
+                           moving_name=moving_name).transform
+
+
 def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):
     """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit:
     same-session rigid registration to that visit's FLAIR, checked with the follow-up registration's QC,
@@ -159,7 +171,6 @@ def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_fl
     A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy."""
     import SimpleITK as sitk
 
-    from pmlseg.registration.affine import register_affine
     from pmlseg.registration.qc import registration_qc
 
     img = sitk.ReadImage(str(path))
@@ -168,8 +179,7 @@ def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_fl
         img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
     img = sitk.Cast(img, sitk.sitkFloat32)
     flair = pair.baseline if visit == "baseline" else followup_flair
-    intra = register_affine(flair, img, init="identity", rigid_only=True, fixed_name=f"{visit} FLAIR",
-                            moving_name=f"{visit} {kind}").transform
+    intra = intra_visit_transform(flair, img, fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     qc = registration_qc(flair, img, intra, fixed_mask=_flair_brain(pair, visit, followup_flair),
                          fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     if not qc.passed:

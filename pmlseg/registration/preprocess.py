@@ -70,13 +70,9 @@ def _template(modality: str, spacing_mm: float = 2.0) -> tuple[sitk.Image, sitk.
 
 def _build_template(modality: str, spacing_mm: float) -> tuple[sitk.Image, sitk.Image]:
     """(template image with ``modality``-like contrast, brain mask) from nilearn's bundled ICBM152."""
-    import importlib.util
-    from pathlib import Path
+    from pmlseg.paths import icbm152_file
 
-    # the files only: importing nilearn.datasets pulls in pandas/sklearn (~3 s per process)
-    d = Path(importlib.util.find_spec("nilearn").submodule_search_locations[0]) / "datasets" / "data"
-    read = lambda n: sitk.Cast(sitk.ReadImage(str(d / f"mni_icbm152_{n}_tal_nlin_sym_09a_converted.nii.gz")),
-                               sitk.sitkFloat32)
+    read = lambda n: sitk.Cast(sitk.ReadImage(str(icbm152_file(n))), sitk.sitkFloat32)
     t1 = read("t1")
     arr = lambda im: sitk.GetArrayFromImage(im).astype(np.float32)
     t1a, gm, wm = arr(t1), arr(read("gm")), arr(read("wm"))

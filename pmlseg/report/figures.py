@@ -21,7 +21,7 @@ def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Ima
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lab = sitk.GetArrayFromImage(labels)
+    lab = sitk.GetArrayViewFromImage(labels)  # views, cropped before any copy (whole volumes: ~10^7 voxels each)
     m = lab == lesion_id
     sp = np.array(labels.GetSpacing())[::-1]
     c = np.round(np.argwhere(m).mean(axis=0)).astype(int) if m.any() else np.array(lab.shape) // 2
@@ -32,9 +32,8 @@ def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Ima
                                 ("t1_fu", "T1 follow-up"), ("dwi_fu", "DWI follow-up")) if images.get(k) is not None]
     fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.5 * len(rows)), squeeze=False)
     for r, (key, title) in enumerate(rows):
-        a = sitk.GetArrayFromImage(images[key]).astype(np.float32)
         box = tuple(slice(l, u) for l, u in zip(lo, hi))
-        a, mm = _norm(a[box]), m[box]
+        a, mm = _norm(sitk.GetArrayViewFromImage(images[key])[box].astype(np.float32)), m[box]
         cc = c - lo
         views = (("axial", a[cc[0]], mm[cc[0]], sp[1] / sp[2]),
                  ("coronal", a[:, cc[1], :][::-1], mm[:, cc[1], :][::-1], sp[0] / sp[2]),
@@ -77,10 +76,11 @@ def overview_figure(images: dict[str, sitk.Image], n_slices: int = 4):
     return fig
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig, close: bool = True) -> bytes:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return buf.getvalue()

@@ -10,7 +10,8 @@ from pmlseg.report.html import NO_LESION
 SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 
-def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False) -> None:
+def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False, figures=None) -> None:
+    """``figures``: lesion id -> lesion_figure already drawn for the HTML (closed here), else drawn anew."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -41,7 +42,7 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
             pdf.savefig(fig)
             plt.close(fig)
         for d in order:
-            fig = lesion_figure(d["lesion_id"], labels, images)
+            fig = (figures or {}).get(d["lesion_id"]) or lesion_figure(d["lesion_id"], labels, images)
             pdf.savefig(fig)
             plt.close(fig)
             fig = plt.figure(figsize=(8.27, 5))
