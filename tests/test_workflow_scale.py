@@ -83,6 +83,9 @@ def test_one_job_detects_all_follow_ups_with_one_model_and_keeps_done_ones(tmp_p
     assert st[2]["status"] == "failed" and st[2]["reason"].endswith("fu3.nii.gz: follow-up FLAIR is not a 3D image")
     assert "detected in" in (tmp_path / "logs" / "d1.log").read_text()      # each case keeps its own log
     assert "not a 3D image" in (tmp_path / "logs" / "d3.log").read_text()
+    # progress a person can follow in the job's log: which case of how many, and when it finished
+    assert "detection 1 of 3" in caplog.text and "detection 1 of 3 done in" in caplog.text
+    assert "detection 3 of 3" in caplog.text and "detection 3 of 3 done" not in caplog.text  # it failed
 
     # re-run (a new visit arrived): nothing is redone, the model is not even loaded
     calls.clear()

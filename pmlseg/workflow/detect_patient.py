@@ -95,7 +95,7 @@ def run_cases(cases: list[dict], *, method: str = "model", model: str | None = N
     options = {"method": method, "model": model}
     predictor = None
     counts = {"ran": 0, "skipped": 0, "failed": 0}
-    for case in cases:
+    for n, case in enumerate(cases, start=1):
         fp = fingerprint(case, options)
         old = read_status(case["status"]) if Path(case["status"]).exists() else {}
         if old.get("inputs") == fp and old.get("status") in ("ok", "failed"):
@@ -111,6 +111,7 @@ def run_cases(cases: list[dict], *, method: str = "model", model: str | None = N
             counts["failed"] += 1
             continue
         t0 = time.time()
+        log.info("detection %d of %d: %s", n, len(cases), case["out"])  # progress, also in the job's log file
         with _CaseLog(case.get("log")):
             try:
                 if method == "model" and predictor is None:
@@ -127,5 +128,6 @@ def run_cases(cases: list[dict], *, method: str = "model", model: str | None = N
                 counts["failed"] += 1
                 continue
         write_status(case["status"], "ok", "", stage="detect", seconds=round(time.time() - t0, 1), inputs=fp)
+        log.info("detection %d of %d done in %.0f s", n, len(cases), time.time() - t0)
         counts["ran"] += 1
     return counts
