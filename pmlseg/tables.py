@@ -25,6 +25,25 @@ def plain_cell(value) -> str:
     return "" if value is None else str(value)
 
 
+def typed_row(row: dict) -> dict:
+    """A row read back with types (the inverse of plain_cell): '' -> None, 'True'/'False' -> bool, numbers
+    -> float, other text kept; so a later stage can compute on what an earlier one wrote."""
+    out = {}
+    for k, v in row.items():
+        if not isinstance(v, str):
+            out[k] = v
+        elif v == "":
+            out[k] = None
+        elif v in ("True", "False"):
+            out[k] = v == "True"
+        else:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                out[k] = v
+    return out
+
+
 def format_tsv(rows: Iterable[dict], columns: list[str], cell: Callable[[object], str] = plain_cell) -> str:
     """The table as text: a header with exactly ``columns``, one row per dict (missing keys are empty)."""
     buf = io.StringIO()

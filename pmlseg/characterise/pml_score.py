@@ -206,25 +206,6 @@ def score_lesion(f: dict, rules: dict) -> dict:
             "pml_explanation": text, "pml_unavailable": missing, "reasons": reasons}
 
 
-def features_from_row(row: dict) -> dict:
-    """Typed features from a lesions.tsv row (cells are text): '' -> None, 'True'/'False' -> bool, numbers
-    -> float, anything else kept as text; so a later stage (tracking) can re-score a detected lesion."""
-    out = {}
-    for k, v in row.items():
-        if not isinstance(v, str):
-            out[k] = v
-        elif v == "":
-            out[k] = None
-        elif v in ("True", "False"):
-            out[k] = v == "True"
-        else:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                out[k] = v
-    return out
-
-
 def score_pml(feats: list[dict], rules: dict | None = None) -> list[dict]:
     """Add pml_score (0-1), pml_suspicion (low/moderate/high), pml_explanation, pml_unavailable and
     reasons (every rule's strength, contribution and measured value) to each lesion's features."""

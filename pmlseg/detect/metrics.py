@@ -39,6 +39,6 @@ def lesion_metrics(pred: np.ndarray, gt_new: np.ndarray, spacing, size_bins=()) 
     by_size = {f"{lo}-{hi}": (sum(i in touched for i in ids), len(ids))
                for lo, hi in size_bins for ids in [[i for i in gt_ids if lo <= sizes[i - 1] < hi]]}
     # predicted volume: a single huge blob touching every GT lesion would score lesion-wise F1 = 1
-    return {"by_size": by_size, "gt": len(gt_ids), "pred": pn, "tp_gt": tp_gt, "tp_pred": len(hit), "sens": sens, "prec": prec,
-            "f1": f1, "fp": pn - len(hit), "dice": float(dice), "pred_ml": float(p.sum() * vox / 1000),
+    return {"gt": len(gt_ids), "pred": pn, "tp_gt": tp_gt, "tp_pred": len(hit), "sens": sens, "prec": prec,
+            "by_size": by_size, "f1": f1, "fp": pn - len(hit), "dice": float(dice), "pred_ml": float(p.sum() * vox / 1000),
             "gt_ml": float(gt_new.sum() * vox / 1000)}

@@ -22,7 +22,7 @@ import numpy as np
 
 from pmlseg.errors import PmlsegError
 from pmlseg.workflow import layout
-from pmlseg.tables import read_tsv
+from pmlseg.tables import read_tsv, typed_row
 from pmlseg.workflow.manifest import read_manifest, write_tsv
 from pmlseg.workflow.step import read_status, write_status
 
@@ -109,13 +109,13 @@ def growth_per_month(volumes: dict, days: dict, ses: str) -> tuple[float | None,
 def rescore_with_growth(row: dict, growth: float | None, why: str, rules: dict) -> None:
     """Re-score a detected lesion's row (its lesions.tsv features) with its measured growth, in place.
     Rows without the score's features (no pml_logit: not scored by pmlseg detect) keep their score."""
-    from pmlseg.characterise.pml_score import features_from_row, score_lesion
+    from pmlseg.characterise.pml_score import score_lesion
     from pmlseg.report.visit import reasons_text
 
     row["growth_ml_per_month"] = None if growth is None else round(growth, 3)
     if row.get("pml_logit") in (None, ""):
         return
-    s = score_lesion({**features_from_row(row), "growth_ml_per_month": growth, "growth_unavailable": why}, rules)
+    s = score_lesion({**typed_row(row), "growth_ml_per_month": growth, "growth_unavailable": why}, rules)
     for k in ("pml_score", "pml_logit", "pml_suspicion", "pml_explanation", "pml_unavailable"):
         row[k] = s[k]
     row["reasons"] = reasons_text(s["reasons"])
