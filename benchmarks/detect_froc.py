@@ -189,7 +189,9 @@ def main() -> None:
             for name, make in cases:
                 case = prepare(cache, name, make)
                 t = time.perf_counter()
-                prob = pred.probability(case["pair"].bl, case["pair"].fu, case["pair"].mask)
+                # flips on every slice that can reach the lowest threshold of the sweep, not just the model's
+                prob = pred.probability(case["pair"].bl, case["pair"].fu, case["pair"].mask,
+                                        exact_above=min(thresholds))
                 infer = time.perf_counter() - t
                 results[set_name][name], cands = sweep(case, prob, cfg, thresholds)
                 if set_name == "validation":

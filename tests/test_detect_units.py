@@ -103,3 +103,19 @@ def test_model_finds_inserted_new_lesions_on_cpu():
     dice = 2 * ((lab > 0) & p["label"]).sum() / max(1, (lab > 0).sum() + p["label"].sum())
     print(f"smoke: {gt.max()} GT lesions, sensitivity {sens:.2f}, Dice {dice:.2f}, {lab.max()} detections")
     assert sens >= SMOKE_MIN_SENS and dice >= SMOKE_MIN_DICE
+
+
+def test_flips_only_where_they_can_matter_change_no_decision():
+    """Test-time flips run only on slices whose plain pass can reach the lowest cut: every voxel at or above
+    the cut is exactly the all-slice flip average, and no voxel below it is raised above it."""
+    pred = Predictor(None, "cpu")
+    assert pred.config.get("tta_flips"), "the shipped model averages flips"
+    p = _smoke_pair(pred.config.get("slice_mm"))
+    bl, fu = p["bl"].astype(np.float32), p["fu"].astype(np.float32)
+    everywhere = pred.probability(bl, fu, p["mask"], exact_above=0.0)
+    cut = 0.9
+    selected = pred.probability(bl, fu, p["mask"], exact_above=cut)
+    high = everywhere >= cut
+    assert high.sum() > 20, "the pair's lesions reach the cut"
+    np.testing.assert_allclose(selected[high], everywhere[high], atol=1e-5)
+    assert ((selected >= cut) == high).all()

@@ -235,8 +235,14 @@ class Predictor:
         log.info("model %s (sha256 %s…) on %s", self.name, self.sha256[:12], self.device)
 
     def probability(self, bl: np.ndarray, fu: np.ndarray, mask: np.ndarray | None = None,
-                    slices_per_batch: int = 16) -> np.ndarray:
-        """Per-voxel probability of a new/enlarging lesion on the working grid (x, y, z); 0 outside ``mask``."""
+                    slices_per_batch: int = 16, exact_above: float | None = None) -> np.ndarray:
+        """Per-voxel probability of a new/enlarging lesion on the working grid (x, y, z); 0 outside ``mask``.
+
+        Test-time flips (``tta_flips``) are averaged in only on slices where the plain pass reaches
+        ``n * exact_above - (n - 1)`` somewhere (n passes): the mean can only reach ``exact_above`` where the
+        plain pass does, so every voxel at or above it is exactly the flip average. Default ``exact_above``:
+        the lower of the operating and review thresholds (what the lesions are cut at); 0 flips every slice.
+        """
         import torch
 
         from pmlseg.detect.network import stack_channels
@@ -247,24 +253,34 @@ class Predictor:
         box = _bbox(mask if mask is not None else (bl != 0) | (fu != 0), margin=(16, 16, 1))
         if box is None:
             return out
+        if exact_above is None:
+            exact_above = min(float(self.config["threshold"]),
+                              float(self.config.get("review_threshold") or self.config["threshold"]))
+        flips = [(d,) for d in self.config.get("tta_flips") or []]
+        n = len(flips) + 1
+        bound = n * exact_above - (n - 1)
         bl_c, fu_c = bl[box], fu[box]
         nz = bl_c.shape[2]
         ctx = int(self.config["context"])
         amp = self.device == "cuda"
         res = np.zeros(bl_c.shape, np.float32)
+
+        def sigmoid(x):
+            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
+                logits = self.inferer(x, self.net)
+            return torch.sigmoid(logits.float())
+
         with torch.inference_mode():
             for k0 in progress(range(0, nz, slices_per_batch), desc="detect", unit="batch"):
                 k1 = min(nz, k0 + slices_per_batch)
                 x = torch.from_numpy(stack_channels(bl_c, fu_c, k0, k1, ctx)).to(self.device)
-                flips = [()] + [(d,) for d in self.config.get("tta_flips") or []]
-                prob = 0
-                for dims in flips:  # test-time augmentation: mean probability over in-plane flips
-                    xf = torch.flip(x, dims) if dims else x
-                    with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
-                        logits = self.inferer(xf, self.net)
-                    p = torch.sigmoid(logits.float())
-                    prob = prob + (torch.flip(p, dims) if dims else p) / len(flips)
+                prob = sigmoid(x)
+                rows = torch.nonzero(prob.flatten(1).amax(1) >= bound).flatten() if flips else []
+                if len(rows):  # test-time augmentation: mean probability over in-plane flips
+                    xs, acc = x[rows], prob[rows]
+                    for dims in flips:
+                        acc = acc + torch.flip(sigmoid(torch.flip(xs, dims)), dims)
+                    prob[rows] = acc / n
                 res[:, :, k0:k1] = prob[:, 0].cpu().numpy().transpose(1, 2, 0)
         out[box] = res
         return out if mask is None else out * mask
-
