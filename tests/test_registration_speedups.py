@@ -1,5 +1,6 @@
-"""The per-process speed-ups of registration change no result: the scipy closing equals ITK's, and the
-disk-cached brain-mask template equals a fresh build (and a damaged cache entry is rebuilt)."""
+"""The per-process speed-ups of registration change no result: the scipy closing equals ITK's, the
+disk-cached brain-mask template equals a fresh build (and a damaged cache entry is rebuilt), and the
+QC scored on the mask's bounding box equals the whole-volume score."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from scipy import ndimage as ndi
 
 from pmlseg.diskcache import cached_images
 from pmlseg.registration.affine import _binary_closing
+from pmlseg.registration.edges import crop_to_mask
 from pmlseg.registration.preprocess import _build_template, _template
+from pmlseg.registration.qc import _gradient_agreement, _nmi, registration_qc
 
 
 def test_closing_matches_itk_ball_kernel():
@@ -71,3 +74,30 @@ def test_names_with_dots_do_not_collide(tmp_path, monkeypatch):
     assert _same(got[0], b) and _same(cached_images("t-1.5mm", "k", lambda: (b,))[0], a)
     # each entry has its own completeness marker (a shared one could vouch for another entry's files)
     assert len(list(tmp_path.glob("*.count"))) == 2
+
+
+def test_qc_on_the_mask_box_equals_the_whole_volume():
+    rng = np.random.default_rng(5)
+    arr = ndi.gaussian_filter(rng.random((24, 90, 100)), (0.5, 3, 3)).astype(np.float32)
+    fixed = sitk.GetImageFromArray(arr)
+    fixed.SetSpacing((0.8, 0.8, 3.0))
+    fixed.SetOrigin((-40.0, -36.0, -30.0))
+    moving = sitk.GetImageFromArray(ndi.shift(arr, (0, 1.5, -2.0), order=1))  # misaligned by a few voxels
+    moving.CopyInformation(fixed)
+    mask_arr = np.zeros(arr.shape, np.uint8)
+    mask_arr[4:20, 25:70, 30:75] = 1
+    mask = sitk.GetImageFromArray(mask_arr)
+    mask.CopyInformation(fixed)
+    crop = crop_to_mask(fixed, mask, [4.0, 4.0, 0.0])
+    assert crop.GetSize() == (45 + 2 * 6, 45 + 2 * 6, 16)  # 4 mm at 0.8 mm = 5 voxels + 1, none across slices
+    assert np.allclose(crop.GetOrigin(), fixed.TransformIndexToPhysicalPoint((24, 19, 4)))
+    tx = sitk.TranslationTransform(3, (0.5, -0.3, 0.0))
+    # the whole-volume score, as registration_qc computed it before cropping
+    mr = sitk.Resample(moving, fixed, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    sel = mask_arr > 0
+    whole = _gradient_agreement(fixed, mr, sel)
+    qc = registration_qc(fixed, moving, tx, fixed_mask=mask)
+    assert 0.05 < whole < 0.95
+    assert abs(qc.metrics["gradient_agreement"] - whole) < 1e-3, (qc.metrics, whole)
+    assert abs(qc.metrics["nmi"] - _nmi(arr[sel], sitk.GetArrayViewFromImage(mr)[sel])) < 1e-6
+    assert qc.metrics["overlap"] == 1.0

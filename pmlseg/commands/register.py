@@ -91,7 +91,7 @@ def run(args) -> int:
         mask = check_mask(_read(args.fixed_mask, "fixed mask"), fixed, args.fixed_mask, args.fixed)
     elif not args.no_brain_mask:
         try:
-            mask = sitk.BinaryDilate(brain_mask(fixed, args.fixed_modality, name=args.fixed), [3, 3, 1])
+            mask = sitk.BinaryDilate(brain_mask(fixed, args.fixed_modality, name=args.fixed, finest_mm=4.0), [3, 3, 1])
         except PmlsegError as exc:  # no brain found: fall back to the whole image, QC will judge
             log.warning("%s; registering without a brain mask", exc)
     res = register_affine(fixed, moving, fixed_mask=mask, init=args.init, rigid_only=args.rigid,

@@ -67,21 +67,6 @@ def _in_plane_gradients(img: sitk.Image, sigma_mm: float) -> tuple[np.ndarray, n
     return gx, gy
 
 
-def _crop_to_mask(image: sitk.Image, mask: sitk.Image, margin_mm: float) -> tuple[sitk.Image, sitk.Image]:
-    """``image`` and ``mask`` cut to the mask's bounding box grown by ``margin_mm`` within the slice
-    plane: every score is taken inside the mask, and an in-plane Gaussian of sigma ``margin_mm / 4``
-    there barely sees beyond the margin, so the scores match the whole volume's at a fraction of the
-    smoothing, resampling and gradient work (QC was ~3 s of a `pmlseg register` process)."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    box = stats.GetBoundingBox(1)
-    grow = [int(np.ceil(margin_mm / s)) + 1 for s in image.GetSpacing()[:2]] + [0]
-    lo = [max(0, b - g) for b, g in zip(box[:3], grow)]
-    hi = [min(n, b + k + g) for b, k, g, n in zip(box[:3], box[3:], grow, image.GetSize())]
-    size = [h - low for h, low in zip(hi, lo)]
-    return sitk.RegionOfInterest(image, size, lo), sitk.RegionOfInterest(mask, size, lo)
-
-
 def _gradient_agreement(f: sitk.Image, m: sitk.Image, mask: np.ndarray, sigma_mm: float = 1.0) -> float:
     fx, fy = _in_plane_gradients(f, sigma_mm)
     mx, my = _in_plane_gradients(m, sigma_mm)
@@ -105,12 +90,15 @@ def registration_qc(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Trans
     """Score how well ``transform`` (fixed->moving) aligns MOVING to FIXED inside ``fixed_mask``
     (default: the fixed head foreground); never raises for a bad alignment, it reports it."""
     from pmlseg.registration.affine import check_image, check_mask, head_foreground
+    from pmlseg.registration.edges import crop_to_mask
 
     f = check_image(fixed, fixed_name)
     m = check_image(moving, moving_name)
     mask_img = check_mask(fixed_mask, fixed, f"mask for {fixed_name}", fixed_name) if fixed_mask is not None \
         else head_foreground(f)
-    f, mask_img = _crop_to_mask(f, mask_img, margin_mm=4.0 * sigma_mm)
+    # every score is taken inside the mask: cut to its box, grown in-plane by the smoothing's reach
+    f, mask_img = crop_to_mask(f, mask_img, [4.0 * sigma_mm, 4.0 * sigma_mm, 0.0]), \
+        crop_to_mask(mask_img, mask_img, [4.0 * sigma_mm, 4.0 * sigma_mm, 0.0])
     # resample moving (and a "inside field of view" indicator) onto the fixed grid
     ones = sitk.Image(m.GetSize(), sitk.sitkUInt8) + 1
     ones.CopyInformation(m)
