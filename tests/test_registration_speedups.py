@@ -1,6 +1,7 @@
 """The per-process speed-ups of registration change no result: the scipy closing equals ITK's, the
 disk-cached brain-mask template equals a fresh build (and a damaged cache entry is rebuilt), and the
-QC scored on the mask's bounding box equals the whole-volume score."""
+Gaussian that skips near-zero axes equals SimpleITK's, and QC scored on the mask's bounding box equals
+the whole-volume score."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from scipy import ndimage as ndi
 
 from pmlseg.diskcache import cached_images
 from pmlseg.registration.affine import _binary_closing
-from pmlseg.registration.edges import crop_to_mask
+from pmlseg.registration.grid import crop_to_mask, smooth
 from pmlseg.registration.preprocess import _build_template, _template
 from pmlseg.registration.qc import _gradient_agreement, _nmi, registration_qc
 
@@ -101,3 +102,15 @@ def test_qc_on_the_mask_box_equals_the_whole_volume():
     assert abs(qc.metrics["gradient_agreement"] - whole) < 1e-3, (qc.metrics, whole)
     assert abs(qc.metrics["nmi"] - _nmi(arr[sel], sitk.GetArrayViewFromImage(mr)[sel])) < 1e-6
     assert qc.metrics["overlap"] == 1.0
+
+
+def test_smoothing_that_skips_thin_axes_equals_simpleitk():
+    rng = np.random.default_rng(4)
+    img = sitk.GetImageFromArray(rng.random((12, 40, 36)).astype(np.float32) * 1000)
+    img.SetSpacing((0.7, 0.7, 3.3))
+    for sigmas in ((1.5, 1.5, 0.0), (1.5, 1.5, 0.033), (0.0, 1.2, 0.0), (1.0, 1.0, 1.0)):
+        ref = sitk.SmoothingRecursiveGaussian(img, [max(s, 1e-3) for s in sigmas])
+        ours = smooth(img, sigmas)
+        assert ours.GetPixelID() == ref.GetPixelID() and ours.GetSpacing() == ref.GetSpacing()
+        assert np.allclose(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(ref), rtol=0, atol=1e-3), sigmas
+    assert not np.allclose(sitk.GetArrayViewFromImage(smooth(img, (1.5, 0, 0))), sitk.GetArrayViewFromImage(img))

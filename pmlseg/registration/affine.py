@@ -22,7 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
-from pmlseg.registration.edges import as_affine, refine_on_edges
+from pmlseg.registration.edges import LEVELS, SAME_SESSION_LEVELS, as_affine, refine_on_edges
+from pmlseg.registration.grid import smooth
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,7 @@ def _at_spacing(img: sitk.Image, target_mm: float, is_mask: bool = False) -> sit
     if not is_mask:
         # sigma that takes the image from its resolution to the target one (FWHM ~ voxel size)
         sigma = np.sqrt(np.maximum(new_sp ** 2 - sp ** 2, 0.0)) / 2.3548
-        sigma = np.maximum(sigma, 1e-3)
-        img = sitk.SmoothingRecursiveGaussian(img, [float(s) for s in sigma])
+        img = smooth(img, [float(s) for s in sigma])  # axes kept at their spacing (sigma 0) are not filtered
     size = [max(2, int(round(n * s / ns))) for n, s, ns in zip(img.GetSize(), sp, new_sp)]
     # keep the physical extent: first voxel centre moves by half the change in voxel size
     direction = np.array(img.GetDirection()).reshape(3, 3)
@@ -221,7 +221,9 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     (fixed->moving) overrides ``init``.  Masks restrict the metric (UInt8 on the image's grid).
     ``edges`` (default): after the rigid MI stages, refine on edge alignment
     (:func:`pmlseg.registration.edges.refine_on_edges`, 6 dof if ``rigid_only`` else 12) instead of
-    the MI affine stages; with ``init="identity"`` the scanner-header alignment competes as a start.
+    the MI affine stages; with ``init="identity"`` the scanner-header alignment competes as a start,
+    and with ``rigid_only`` too (one session: `pmlseg register --init identity --rigid` and the
+    detector's same-session registrations) only the fine edge level runs (``SAME_SESSION_LEVELS``).
     Use ``edges=False`` between different brains (template -> subject), whose edges do not match.
     ``fixed_name``/``moving_name`` appear in error messages (pass file names).
     """
@@ -280,9 +282,11 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
             start.SetMatrix(rigid.GetMatrix())
             start.SetTranslation(rigid.GetTranslation())
         if edges:
-            starts = [start] + ([sitk.AffineTransform(3)] if init == "identity" and initial_transform is None else [])
+            same_session = init == "identity" and initial_transform is None
+            starts = [start] + ([sitk.AffineTransform(3)] if same_session else [])
             mask = fm if fm is not None else head_foreground(f)
-            ref = refine_on_edges(f, m, mask, starts, dof=6 if rigid_only else 12)
+            ref = refine_on_edges(f, m, mask, starts, dof=6 if rigid_only else 12,
+                                  levels=SAME_SESSION_LEVELS if same_session and rigid_only else LEVELS)
             start = ref.transform
             stages.append({"stage": "edges", "dof": 6 if rigid_only else 12, "metric": -ref.agreement,
                            "start": ("mutual information", "scanner header")[ref.start],

@@ -21,10 +21,16 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import optimize
 
+from pmlseg.registration.grid import crop_to_mask, smooth
+
 log = logging.getLogger(__name__)
 
 # (grid spacing mm in FIXED's fine axes, Gaussian sigma mm): coarse level for capture, fine for accuracy
 LEVELS = ((3.0, 2.0), (1.5, 1.5))
+# series of one session (rigid, scanner-coordinate start): the header or the MI rigid start is already
+# within a few voxels, so the capture level adds evaluations, not accuracy (benchmarks/registration_accuracy.py
+# intra-visit rows, issue 17: equal or better median on 8 of 9 series, the ninth +0.01 mm)
+SAME_SESSION_LEVELS = LEVELS[-1:]
 # parameter units: radians / fraction for rotation, scale and shear, mm for translation
 _SCALE = np.array([0.01] * 3 + [1.0] * 3 + [0.01] * 6)
 _BOUND = 10.0  # +-0.1 rad, +-10 mm, +-10 % scale/shear around the start: a refinement, not a search
@@ -93,21 +99,6 @@ def _work_grid(fixed: sitk.Image, mask: sitk.Image, spacing: float) -> sitk.Imag
     return grid
 
 
-def crop_to_mask(image: sitk.Image, mask: sitk.Image, margin_mm) -> sitk.Image:
-    """``image`` cut to the bounding box of ``mask`` (on its grid) grown by ``margin_mm`` per axis (x, y, z).
-
-    Why: scores taken only inside a brain mask need a Gaussian (sigma <= margin / 4) only that far
-    beyond it; smoothing, resampling and differentiating the whole head cost QC ~3 s of a `pmlseg
-    register` process (docs/benchmarks.md "Per follow-up profile")."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
-    box = stats.GetBoundingBox(1)
-    grow = [int(np.ceil(g / s)) + (g > 0) for g, s in zip(margin_mm, image.GetSpacing())]
-    lo = [max(0, b - g) for b, g in zip(box[:3], grow)]
-    hi = [min(n, b + k + g) for b, k, g, n in zip(box[:3], box[3:], grow, image.GetSize())]
-    return sitk.RegionOfInterest(image, [h - low for h, low in zip(hi, lo)], lo)
-
-
 def _edge_axes(fixed: sitk.Image) -> tuple[int, ...]:
     """Array axes (z, y, x order) whose gradients are trusted: all, or the slice plane of thick slices."""
     sp = np.array(fixed.GetSpacing())[::-1]
@@ -146,8 +137,8 @@ def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
         grid = _work_grid(fixed, mask, spacing)
         # FIXED is only sampled inside the mask's box: smooth just that (and the Gaussian's reach)
         sig = _in_plane_sigmas(fixed, sigma)
-        f_s = sitk.SmoothingRecursiveGaussian(crop_to_mask(fixed, mask, [4.0 * s for s in sig]), sig)
-        m_s = sitk.SmoothingRecursiveGaussian(moving, _in_plane_sigmas(moving, sigma))
+        f_s = smooth(crop_to_mask(fixed, mask, [4.0 * s for s in sig]), sig)
+        m_s = smooth(moving, _in_plane_sigmas(moving, sigma))
         inside = sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
         gf = [g[inside] for g in _gradients(sitk.GetArrayFromImage(sitk.Resample(f_s, grid)), grid.GetSpacing(), axes)]
         nf = sum(g * g for g in gf)

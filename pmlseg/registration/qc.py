@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
+from pmlseg.registration.grid import crop_to_mask, smooth
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def _in_plane_gradients(img: sitk.Image, sigma_mm: float) -> tuple[np.ndarray, n
     """x/y gradient (array order z, y, x) after in-plane Gaussian smoothing; slices stay independent
     because thick 2D slices make through-plane gradients unreliable."""
     sp = img.GetSpacing()
-    sm = sitk.SmoothingRecursiveGaussian(img, [sigma_mm, sigma_mm, 0.01 * sp[2]])
+    sm = smooth(img, [sigma_mm, sigma_mm, 0.0])
     a = sitk.GetArrayFromImage(sm).astype(np.float32)
     gy, gx = np.gradient(a, sp[1], sp[0], axis=(1, 2))
     return gx, gy
@@ -90,7 +91,6 @@ def registration_qc(fixed: sitk.Image, moving: sitk.Image, transform: sitk.Trans
     """Score how well ``transform`` (fixed->moving) aligns MOVING to FIXED inside ``fixed_mask``
     (default: the fixed head foreground); never raises for a bad alignment, it reports it."""
     from pmlseg.registration.affine import check_image, check_mask, head_foreground
-    from pmlseg.registration.edges import crop_to_mask
 
     f = check_image(fixed, fixed_name)
     m = check_image(moving, moving_name)
