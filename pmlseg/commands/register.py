@@ -13,7 +13,8 @@ alone stops 0.5-1.2 mm short on thick-slice pairs from two scanners; with the ed
 pairs are 0.17-0.49 mm (median) from the reference transforms (docs/registration.md).
 
 Series of one session (T1/T2/DWI -> that visit's FLAIR) share scanner coordinates: use
---init identity --rigid; the header alignment then competes with the registration as a start.
+--init identity --rigid; the header alignment then competes with the registration as a start,
+and only the fine (1.5 mm) edge level runs (the detector registers its T1/T2/DWI the same way).
 
 Output: --transform OUT.tfm, an ITK transform file that maps physical points of FIXED to the
 matching physical points of MOVING (ITK convention).  So
@@ -21,8 +22,8 @@ matching physical points of MOVING (ITK convention).  So
 puts MOVING on FIXED's voxel grid (this is what --output writes, linear interpolation).
 
 By default the metric is restricted to a brain mask of FIXED computed from the bundled ICBM152
-template (--fixed-modality picks its contrast); --fixed-mask uses yours (it must lie on FIXED's
-grid), --no-brain-mask uses the whole image.
+template (--fixed-modality picks its contrast; a 4 mm template fit, dilated: it only has to hold
+the brain); --fixed-mask uses yours (it must lie on FIXED's grid), --no-brain-mask uses the whole image.
 
 After registration a QC score (gradient-orientation agreement inside the brain) is computed; a
 pair below the calibrated threshold (wrong patient, different anatomy, failed alignment) is
