@@ -28,7 +28,7 @@ SHARPNESS_MIN_MM3 = 100.0  # below ~6 mm across the border band is the whole les
 
 
 def _arr(img: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(img).astype(np.float32)
+    return sitk.GetArrayFromImage(img).astype(np.float32, copy=False)  # already a copy: no second one
 
 
 def _check_same_grid(ref: sitk.Image, img: sitk.Image, name: str) -> None:
@@ -57,11 +57,18 @@ def _erode(m: np.ndarray, sp, r_mm: float) -> np.ndarray:
     return ~_dilate(~m, sp, r_mm)
 
 
-def _inplane_gradient(a: np.ndarray, sp) -> np.ndarray:
-    """Gradient magnitude in the two finest axes only: thick-slice partial volume would blur the third."""
+GRADIENT_REACH = 4  # voxels: gaussian_filter's radius at sigma 0.7 (truncate 4) + 1 for the central difference
+
+
+def _inplane_gradient(a: np.ndarray, sp, box: tuple) -> np.ndarray:
+    """Gradient magnitude in the two finest axes only (thick-slice partial volume would blur the third),
+    on ``box`` of ``a``: computed on the box grown by GRADIENT_REACH, which gives the whole-volume values
+    there without filtering the whole volume for a few lesions."""
+    big = tuple(slice(max(0, s.start - GRADIENT_REACH), min(n, s.stop + GRADIENT_REACH)) for s, n in zip(box, a.shape))
     axes = np.argsort(sp)[:2]
-    g = [np.gradient(ndi.gaussian_filter(a, 0.7), sp[ax], axis=ax) for ax in axes]
-    return np.sqrt(g[0] ** 2 + g[1] ** 2)
+    g = [np.gradient(ndi.gaussian_filter(a[big], 0.7), sp[ax], axis=ax) for ax in axes]
+    inner = tuple(slice(s.start - b.start, s.stop - b.start) for s, b in zip(box, big))
+    return np.sqrt(g[0] ** 2 + g[1] ** 2)[inner]
 
 
 def _diameter(idx: np.ndarray, sp) -> float:
@@ -200,7 +207,6 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     imgs = {k: _arr(v) for k, v in images.items() if v is not None}
     ref = {k: float(np.median(a[nawm])) or 1.0 for k, a in imgs.items()}
     fl_bl, fl_fu = imgs["flair_bl"] / ref["flair_bl"], imgs["flair_fu"] / ref["flair_fu"]
-    grad_fu = _inplane_gradient(fl_fu, sp)
     # CSF by signal on FLAIR (dark): for mass effect and for ventricles
     csf_bl, csf_fu = brain & (fl_bl < 0.45), brain & (fl_fu < 0.45)
     # whole-brain CSF ratio: scanner/protocol change and atrophy shift every ring alike, so divide it out
@@ -284,6 +290,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         # side of each band voxel: the nearest outer-shell voxel's tissue (GM/CSF -> cortical side)
         cort_out = outer & ((gmb + csfb) > wmb)
         wm_out = outer & ~cort_out
+        grad_fu = None
         for side, tgt in (("wm", wm_out), ("cortical", cort_out)):
             if tgt.sum() < 3 or vol < SHARPNESS_MIN_MM3:
                 f[f"border_sharpness_{side}"] = None
@@ -291,7 +298,9 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
             d_t = ndi.distance_transform_edt(~tgt, sampling=sp)
             d_o = ndi.distance_transform_edt(~(outer & ~tgt), sampling=sp) if (outer & ~tgt).any() else np.full(m.shape, 1e3)
             sel = band & (d_t <= d_o)
-            f[f"border_sharpness_{side}"] = (round(float(grad_fu[box][sel].mean() / contrast), 3)
+            if grad_fu is None:
+                grad_fu = _inplane_gradient(fl_fu, sp, box)
+            f[f"border_sharpness_{side}"] = (round(float(grad_fu[sel].mean() / contrast), 3)
                                              if sel.sum() >= 3 else None)
         # signals relative to NAWM
         for key, name in (("t1_fu", "t1_ratio"), ("dwi_fu", "dwi_ratio"), ("t2_fu", "t2_ratio")):

@@ -29,41 +29,45 @@ def _derived_series(image: sitk.Image, pseudonym: str) -> list:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-    a = sitk.GetArrayFromImage(image).astype(np.float32)
+    a = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     lo, hi = float(a.min()), float(a.max())
     u16 = np.round((a - lo) / max(hi - lo, 1e-6) * 4095).astype(np.uint16)
     d = np.array(image.GetDirection()).reshape(3, 3)
     sp = image.GetSpacing()
     study_uid, series_uid, for_uid = generate_uid(), generate_uid(), generate_uid()
     today = datetime.date.today().strftime("%Y%m%d")
+    # the attributes every slice shares, built once (~50 per slice, ~10^2 slices); each slice gets a copy of
+    # the element table and only adds its own elements, so no element is ever changed through a copy
+    common = pydicom.Dataset()
+    common.SOPClassUID = MRImageStorage
+    common.PatientName, common.PatientID, common.PatientBirthDate, common.PatientSex = f"{pseudonym}^", pseudonym, "", ""
+    common.StudyInstanceUID, common.SeriesInstanceUID, common.FrameOfReferenceUID = study_uid, series_uid, for_uid
+    common.StudyDate, common.StudyTime, common.StudyID, common.AccessionNumber, common.ReferringPhysicianName = today, "000000", "1", "", ""
+    common.SeriesDate, common.SeriesTime, common.ContentDate, common.ContentTime = today, "000000", today, "000000"
+    common.Modality, common.SeriesNumber = "MR", 900
+    common.Manufacturer = MANUFACTURER
+    common.SeriesDescription = "pmlseg rebaseline FLAIR (derived)"
+    common.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
+    common.PositionReferenceIndicator = ""
+    common.ScanningSequence, common.SequenceVariant, common.ScanOptions, common.MRAcquisitionType = "IR", "NONE", "", "2D"
+    common.RepetitionTime, common.EchoTime, common.EchoTrainLength, common.InversionTime = 9000, 100, 1, 2500
+    common.PatientPosition, common.BodyPartExamined = "HFS", "BRAIN"
+    common.ImageOrientationPatient = [float(x) for x in (*d[:, 0], *d[:, 1])]
+    common.PixelSpacing = [float(sp[1]), float(sp[0])]
+    common.SliceThickness = float(sp[2])
+    common.SamplesPerPixel, common.PhotometricInterpretation = 1, "MONOCHROME2"
+    common.Rows, common.Columns = u16.shape[1], u16.shape[2]
+    common.BitsAllocated, common.BitsStored, common.HighBit, common.PixelRepresentation = 16, 12, 11, 0
     out = []
     for k in range(u16.shape[0]):
-        ds = pydicom.Dataset()
+        ds = pydicom.Dataset(dict(common))
         ds.file_meta = FileMetaDataset()
         ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
         ds.SOPInstanceUID = generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = MRImageStorage
-        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = f"{pseudonym}^", pseudonym, "", ""
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, for_uid
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = today, "000000", "1", "", ""
-        ds.SeriesDate, ds.SeriesTime, ds.ContentDate, ds.ContentTime = today, "000000", today, "000000"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 900, k + 1
-        ds.Manufacturer = MANUFACTURER
-        ds.SeriesDescription = "pmlseg rebaseline FLAIR (derived)"
-        ds.ImageType = ["DERIVED", "SECONDARY", "OTHER"]
-        ds.PositionReferenceIndicator = ""
-        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "IR", "NONE", "", "2D"
-        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength, ds.InversionTime = 9000, 100, 1, 2500
-        ds.PatientPosition, ds.BodyPartExamined = "HFS", "BRAIN"
-        ds.ImageOrientationPatient = [float(x) for x in (*d[:, 0], *d[:, 1])]
+        ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [float(x) for x in image.TransformIndexToPhysicalPoint((0, 0, k))]
-        ds.PixelSpacing = [float(sp[1]), float(sp[0])]
-        ds.SliceThickness = float(sp[2])
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.Rows, ds.Columns = u16.shape[1], u16.shape[2]
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = u16[k].tobytes()
         out.append(ds)
     return out

@@ -65,9 +65,10 @@ def crop_box(reference: sitk.Image, crop_mask: sitk.Image | None, *masks: sitk.I
     sp = np.array(reference.GetSpacing())
     margin = np.ceil(MARGIN_MM / sp).astype(int)
     margin[2] = 1
-    idx = np.argwhere(keep)[:, ::-1]  # z, y, x -> x, y, z
-    lo = np.maximum(idx.min(axis=0) - margin, 0)
-    hi = np.minimum(idx.max(axis=0) + margin + 1, size)
+    first, last = zip(*[(np.argmax(a), len(a) - 1 - np.argmax(a[::-1]))  # per axis, without listing every voxel
+                        for a in (keep.any(axis=tuple(j for j in range(3) if j != ax)) for ax in (2, 1, 0))])
+    lo = np.maximum(np.array(first) - margin, 0)
+    hi = np.minimum(np.array(last) + margin + 1, size)
     return lo.tolist(), (hi - lo).tolist()
 
 
