@@ -28,7 +28,8 @@ SHARPNESS_MIN_MM3 = 100.0  # below ~6 mm across the border band is the whole les
 
 
 def _arr(img: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(img).astype(np.float32, copy=False)  # already a copy: no second one
+    """Read-only float32 view (a copy only for another pixel type): the volumes are only read here."""
+    return np.asarray(sitk.GetArrayViewFromImage(img), np.float32)
 
 
 def _check_same_grid(ref: sitk.Image, img: sitk.Image, name: str) -> None:
@@ -211,7 +212,6 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     csf_bl, csf_fu = brain & (fl_bl < 0.45), brain & (fl_fu < 0.45)
     # whole-brain CSF ratio: scanner/protocol change and atrophy shift every ring alike, so divide it out
     global_csf_ratio = float(csf_fu.sum()) / max(float(csf_bl.sum()), 1.0)
-    cortex = loc.cortex_prior(priors, labels) if placed else np.zeros(lab.shape, bool)
     vent = loc.ventricle_prior(priors, labels) if placed else np.zeros(lab.shape, bool)
     vent = _dilate(vent, sp, 4.0) & csf_bl
     vent_tree, vent_pts = None, np.zeros((0, 3))
@@ -254,7 +254,8 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
         f["gm_fraction_in_lesion"] = round(float((gmb[m] > 0.5).mean()), 3)
         f["cortical_contact"] = round(float((gmb[ring2] > 0.5).mean()) if ring2.any() else 0.0, 3)
         # share of the lesion's border that touches cortex (GM) / ventricle (ventricular CSF)
-        f["cortex_contact"] = round(float(cortex[box][ring_c].mean()), 3) if ring_c.any() else None
+        cortex = loc.cortex_prior(priors, labels, region=box) if placed else np.zeros(m.shape, bool)
+        f["cortex_contact"] = round(float(cortex[ring_c].mean()), 3) if ring_c.any() else None
         f["ventricle_contact"] = (round(float(vent[box][ring_c].mean()), 3) if ring_c.any() and vent_tree is not None
                                   else None)
         # nearest ventricle voxel of any lesion voxel (exact Euclidean, as a distance transform of the whole

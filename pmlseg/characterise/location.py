@@ -167,13 +167,14 @@ def hemisphere(x: float) -> str:
     return "right" if x > 0 else "left"
 
 
-def _inside_box(mask: np.ndarray, priors: TemplatePriors, ref: sitk.Image, box: dict) -> np.ndarray:
-    """The voxels of ``mask`` (subject grid) whose MNI coordinates lie inside ``box``."""
+def _inside_box(mask: np.ndarray, priors: TemplatePriors, ref: sitk.Image, box: dict, offset=(0, 0, 0)) -> np.ndarray:
+    """The voxels of ``mask`` (subject grid, or the part of it that starts at array index ``offset``) whose
+    MNI coordinates lie inside ``box``."""
     idx = np.argwhere(mask)
     out = np.zeros_like(mask)
     if idx.size == 0:
         return out
-    pts = _index_to_mni(ref, priors.to_mni, idx)
+    pts = _index_to_mni(ref, priors.to_mni, idx + np.asarray(offset))
     inside = np.ones(len(pts), bool)
     for k, axis in enumerate("xyz"):
         inside &= (pts[:, k] >= box[axis][0]) & (pts[:, k] <= box[axis][1])
@@ -187,11 +188,13 @@ def ventricle_prior(priors: TemplatePriors, ref: sitk.Image) -> np.ndarray:
     return _inside_box(sitk.GetArrayFromImage(priors.csf) > 0.5, priors, ref, LATERAL_VENTRICLES)
 
 
-def cortex_prior(priors: TemplatePriors, ref: sitk.Image, min_gm: float = 0.35) -> np.ndarray:
-    """Boolean array (subject grid): template GM outside the deep-grey box (basal ganglia, thalami),
-    i.e. cortex, so that a lesion beside the caudate does not read as touching cortex."""
-    gm = sitk.GetArrayFromImage(priors.gm) > min_gm
-    return gm & ~_inside_box(gm, priors, ref, DEEP_GREY)
+def cortex_prior(priors: TemplatePriors, ref: sitk.Image, min_gm: float = 0.35, region: tuple | None = None) -> np.ndarray:
+    """Boolean array (subject grid, or its ``region``: a tuple of array slices): template GM outside the
+    deep-grey box (basal ganglia, thalami), i.e. cortex, so that a lesion beside the caudate does not read
+    as touching cortex.  A region costs its own voxels only (the whole grid: ~10^6 GM voxels to place)."""
+    region = region or tuple(slice(0, n) for n in sitk.GetArrayViewFromImage(priors.gm).shape)
+    gm = sitk.GetArrayViewFromImage(priors.gm)[region] > min_gm
+    return gm & ~_inside_box(gm, priors, ref, DEEP_GREY, [s.start for s in region])
 
 
 def _index_to_mni(ref: sitk.Image, to_mni: sitk.Transform, idx_zyx: np.ndarray) -> np.ndarray:
