@@ -9,8 +9,13 @@ import numpy as np
 import SimpleITK as sitk
 
 
-def _norm(a: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(a, [1, 99.5]) if a.size else (0, 1)
+def _window(a: np.ndarray) -> tuple:
+    """Display window of ``a``: its 1st and 99.5th percentiles."""
+    return np.percentile(a, [1, 99.5]) if a.size else (0, 1)
+
+
+def _norm(a: np.ndarray, window: tuple | None = None) -> np.ndarray:
+    lo, hi = _window(a) if window is None else window
     return np.clip((a - lo) / max(hi - lo, 1e-6), 0, 1)
 
 
@@ -59,17 +64,19 @@ def overview_figure(images: dict[str, sitk.Image], n_slices: int = 4):
     import matplotlib.pyplot as plt
 
     bl = sitk.GetArrayFromImage(images["flair_bl"]).astype(np.float32)
-    head = np.argwhere(bl > np.percentile(bl[bl > 0], 50) if (bl > 0).any() else bl >= bl.min())[:, 0]
+    head = bl > np.percentile(bl[bl > 0], 50) if (bl > 0).any() else bl >= bl.min()
+    head = np.repeat(np.arange(head.shape[0]), head.sum(axis=(1, 2)))  # the slice index of every head voxel
     zs = np.unique(np.quantile(head, np.linspace(0.3, 0.8, n_slices)).round().astype(int))
     sp = images["flair_bl"].GetSpacing()
     rows = [(k, t) for k, t in (("flair_bl", "FLAIR rebaseline"), ("flair_fu", "FLAIR follow-up"))
             if images.get(k) is not None]
     fig, axes = plt.subplots(len(rows), len(zs), figsize=(2.0 * len(zs), 2.2 * len(rows)), squeeze=False)
     for r, (key, title) in enumerate(rows):
-        a = _norm(sitk.GetArrayFromImage(images[key]).astype(np.float32))
+        a = sitk.GetArrayFromImage(images[key]).astype(np.float32)
+        window = _window(a)  # of the whole volume; only the slices shown are scaled
         for c, z in enumerate(zs):
             ax = axes[r][c]
-            ax.imshow(a[z], cmap="gray", aspect=sp[1] / sp[0], interpolation="nearest")
+            ax.imshow(_norm(a[z], window), cmap="gray", aspect=sp[1] / sp[0], interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{title} – slice {z + 1}", fontsize=6)
     fig.tight_layout()

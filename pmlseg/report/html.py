@@ -138,7 +138,8 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
                 header: dict | None = None, identified: bool = False, possible: sitk.Image | None = None,
                 crop_mask: sitk.Image | None = None, possible_rows: list[dict] | None = None,
                 figures: dict | None = None) -> str:
-    """The report page; ``figures`` (lesion id -> lesion_figure, left open) are drawn instead of new ones."""
+    """The report page; ``figures`` (lesion id -> lesion_figure, "overview" -> overview_figure; left open) are
+    drawn instead of new ones."""
     header = header or {}
     qc = qc or {}
     lesions = [dict(d) for d in lesions]
@@ -180,7 +181,8 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
     scripts = (f"<script>{niivue_js()}</script><script>{viewer_js()}</script>" if payload else "")
     stable = ""
     if not lesions:  # a stable follow-up: say so plainly and show what was compared
-        png = base64.b64encode(figure_png(overview_figure(images))).decode()
+        fig = (figures or {}).get("overview")
+        png = base64.b64encode(figure_png(fig if fig is not None else overview_figure(images), close=fig is None)).decode()
         stable = (f"<p class=stable id=stable><b>{NO_LESION}.</b> Registration QC: {html.escape(str(qc_status))}.</p>"
                   f"<img alt='rebaseline and follow-up FLAIR' src='data:image/png;base64,{png}'>")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
@@ -219,8 +221,12 @@ def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image,
 
         possible_rows = read_tsv(out / "possible_lesions.tsv")
     paths = {"html": out / "report.html", "json": out / "characterisation.json"}
-    # each lesion's figure is drawn once, for the HTML (PNG) and the PDF page (about half the report's time)
-    figures = {d["lesion_id"]: lesion_figure(d["lesion_id"], labels, images) for d in lesions} if pdf else None
+    # each lesion's figure (a stable follow-up: the overview) is drawn once, for the HTML (PNG) and the PDF
+    # page (about half the report's time)
+    figures = None
+    if pdf:
+        figures = ({d["lesion_id"]: lesion_figure(d["lesion_id"], labels, images) for d in lesions} if lesions
+                   else {"overview": overview_figure(images)})
     try:
         write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
                                               possible_rows, figures))

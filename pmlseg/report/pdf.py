@@ -11,7 +11,8 @@ SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 
 def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False, figures=None) -> None:
-    """``figures``: lesion id -> lesion_figure already drawn for the HTML (closed here), else drawn anew."""
+    """``figures``: lesion id -> lesion_figure ("overview" -> overview_figure) already drawn for the HTML
+    (closed here), else drawn anew."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,7 +39,7 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
         pdf.savefig(fig)
         plt.close(fig)
         if not lesions:  # stable follow-up: the images that were compared
-            fig = overview_figure(images)
+            fig = (figures or {}).get("overview") or overview_figure(images)
             pdf.savefig(fig)
             plt.close(fig)
         for d in order:
