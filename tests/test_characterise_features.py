@@ -126,3 +126,34 @@ def test_dwi_rim_versus_core():
     (u,) = characterise_lesions(labels, {**images, "dwi_fu": _img(uniform)}, priors=priors)
     (r,) = characterise_lesions(labels, {**images, "dwi_fu": _img(rim)}, priors=priors)
     assert u["dwi_rim_core"] == pytest.approx(1.0, abs=0.02) and r["dwi_rim_core"] > 1.25
+
+
+def test_cropped_computations_give_the_whole_volume_values():
+    """The per-lesion shortcuts (gradient on a lesion box, cortex prior of a region, viewer crop box by axis
+    projections) give exactly what the whole-volume computation gives there, also at the volume's edge."""
+    from pmlseg.characterise import features, location
+    from pmlseg.report.viewer import crop_box
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((20, 40, 50)).astype(np.float32)
+    sp = np.array([2.0, 1.0, 1.0])
+    whole = np.sqrt(sum(np.gradient(ndimage.gaussian_filter(a, 0.7), sp[ax], axis=ax) ** 2 for ax in (1, 2)))
+    for box in ((slice(5, 12), slice(10, 30), slice(20, 35)), (slice(0, 4), slice(35, 40), slice(0, 50))):
+        assert np.array_equal(features._inplane_gradient(a, sp, box), whole[box])
+    gm = sitk.GetImageFromArray((rng.random((20, 40, 50)) > 0.5).astype(np.float32))
+    gm.SetSpacing(SP)
+    gm.SetOrigin((-25.0, -20.0, -20.0))
+    priors = TemplatePriors(gm=gm, wm=gm, csf=gm, brain=gm, to_mni=sitk.AffineTransform(3), metric=0.0)
+    full = location.cortex_prior(priors, gm)
+    assert full.any() and not full.all()  # the deep-grey box takes out some of the GM
+    region = (slice(3, 18), slice(0, 22), slice(30, 50))
+    assert np.array_equal(location.cortex_prior(priors, gm, region=region), full[region])
+    mask = np.zeros((20, 40, 50), np.uint8)
+    mask[4:9, 11:30, 2:7] = 1
+    mask[15, 35, 44] = 1
+    idx = np.argwhere(mask)[:, ::-1]
+    margin = np.array([10, 10, 1])
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + margin + 1, [50, 40, 20])
+    assert crop_box(gm, _img(mask)) == (lo.tolist(), (hi - lo).tolist())
