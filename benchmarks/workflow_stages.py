@@ -3,11 +3,14 @@
     python benchmarks/workflow_stages.py OUT_DIR
 
 Reads OUT_DIR/benchmarks/**/*.tsv (one per job: wall seconds, max RSS, CPU time) and prints, per rule,
-the number of jobs, median and max wall time, max memory and total CPU time.
+the number of jobs, median and max wall time, max memory and total CPU time; then, per detection case,
+the step timings its qc.json records (brain mask, registration QC, resampling + harmonisation, inference,
+post-processing, optional inputs, characterisation + report, total).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -32,6 +35,12 @@ def main(out: str) -> int:
         cpu = [float(r["cpu_time"]) for r in rows if r.get("cpu_time") not in ("", "NA", None)]
         print(f"{rule:<12} {len(rows):>4} {statistics.median(s):>9.1f} {max(s):>8.1f} "
               f"{max(rss) if rss else float('nan'):>11.0f} {sum(cpu):>8.1f}")
+    cases = sorted(Path(out).glob("derivatives/pmlseg/sub-*/ses-*/detect-*/qc.json"))
+    if cases:
+        print("\ndetection case (qc.json timings, s)")
+        for f in cases:
+            t = json.loads(f.read_text()).get("timings", {})
+            print(f"{'/'.join(f.parts[-4:-1]):<36} " + "  ".join(f"{k.removesuffix('_s')} {v}" for k, v in t.items()))
     return 0
 
 

@@ -76,12 +76,12 @@ def kind_of_lesions(labels: np.ndarray, bl: np.ndarray, mask: np.ndarray, spacin
     The hyperintensities lie inside the eroded brain mask, so they are found on the mask's bounding box
     grown by the smoothing kernel's reach (the same values there as on the whole volume, at a fraction
     of the cost)."""
+    from pmlseg.registration.grid import bounding_box
+
     sigma = [0.7 / s for s in spacing]
     hyper = np.zeros(labels.shape, bool)
-    if mask.any():
-        reach = [max(int(4.0 * sg + 0.5), 2) + 1 for sg in sigma]  # gaussian_filter's radius (truncate=4)
-        box = tuple(slice(max(0, int(sl.start) - r), min(n, int(sl.stop) + r))
-                    for sl, r, n in zip(ndi.find_objects(mask.astype(np.uint8))[0], reach, mask.shape))
+    box = bounding_box(mask, [max(int(4.0 * sg + 0.5), 2) + 1 for sg in sigma])  # gaussian_filter's radius (truncate=4)
+    if box is not None:
         sm = ndi.gaussian_filter(bl[box], sigma=sigma)
         hyper[box] = components((sm > BASELINE_HYPER) & ndi.binary_erosion(mask[box], iterations=2), spacing, 10.0) > 0
     out = {}

@@ -151,17 +151,6 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
 
 
 # ----------------------------------------------------------------------------- model
-def _bbox(mask: np.ndarray, margin=(16, 16, 0)):
-    """Slices of ``mask``'s bounding box grown by ``margin`` voxels per axis (None if empty)."""
-    if not mask.any():
-        return None
-    out = []
-    for ax, m in enumerate(margin):
-        nz = np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0]
-        out.append(slice(max(0, nz[0] - m), min(mask.shape[ax], nz[-1] + 1 + m)))
-    return tuple(out)
-
-
 def resolve_model(name_or_dir: str | Path | None) -> Path:
     """A model folder: an existing directory, or a name under $PMLSEG_MODELS_DIR or the shipped models/
     (the checkout's, or the copy inside an installed wheel: pmlseg.paths)."""
@@ -247,10 +236,11 @@ class Predictor:
 
         from pmlseg.detect.network import stack_channels
         from pmlseg.logs import progress
+        from pmlseg.registration.grid import bounding_box
 
         out = np.zeros(bl.shape, np.float32)
         # only the brain's bounding box (+ margin) and slices that contain brain: outside is 0 anyway
-        box = _bbox(mask if mask is not None else (bl != 0) | (fu != 0), margin=(16, 16, 1))
+        box = bounding_box(mask if mask is not None else (bl != 0) | (fu != 0), margin=(16, 16, 1))
         if box is None:
             return out
         if exact_above is None:

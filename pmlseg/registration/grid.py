@@ -1,4 +1,5 @@
-"""Cheaper ways to smooth and crop that give the same voxels: shared by the pyramid, the edge stage and QC.
+"""Cheaper ways to smooth and crop that give the same voxels: shared by the pyramid, the edge stage and QC,
+and (``bounding_box``) by detection and the report viewer.
 
 Why: Gaussian smoothing of whole heads was the largest cost after the optimisers in a `pmlseg
 register` process (docs/benchmarks.md "Per follow-up profile").  Two savings change no result:
@@ -32,3 +33,15 @@ def crop_to_mask(image: sitk.Image, mask: sitk.Image, margin_mm) -> sitk.Image:
     lo = [max(0, b - g) for b, g in zip(box[:3], grow)]
     hi = [min(n, b + k + g) for b, k, g, n in zip(box[:3], box[3:], grow, image.GetSize())]
     return sitk.RegionOfInterest(image, [h - low for h, low in zip(hi, lo)], lo)
+
+
+def bounding_box(mask: np.ndarray, margin) -> tuple[slice, ...] | None:
+    """Array slices of ``mask``'s bounding box grown by ``margin`` voxels per array axis and clipped to the
+    array (None if ``mask`` is empty); from per-axis projections, without listing every voxel."""
+    if not mask.any():
+        return None
+    box = []
+    for ax, m in enumerate(margin):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        box.append(slice(max(0, int(hit[0]) - int(m)), min(mask.shape[ax], int(hit[-1]) + 1 + int(m))))
+    return tuple(box)

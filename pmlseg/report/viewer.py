@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
+from pmlseg.registration.grid import bounding_box
 
 VENDOR = Path(__file__).with_name("vendor")
 NIIVUE_VERSION = "0.68.1"
@@ -59,17 +60,12 @@ def crop_box(reference: sitk.Image, crop_mask: sitk.Image | None, *masks: sitk.I
     for m in masks:
         if m is not None:
             keep = keep | (sitk.GetArrayViewFromImage(m) > 0)
-    size = np.array(reference.GetSize())
-    if not keep.any():
-        return [0, 0, 0], size.tolist()
-    sp = np.array(reference.GetSpacing())
-    margin = np.ceil(MARGIN_MM / sp).astype(int)
+    margin = np.ceil(MARGIN_MM / np.array(reference.GetSpacing())).astype(int)
     margin[2] = 1
-    first, last = zip(*[(np.argmax(a), len(a) - 1 - np.argmax(a[::-1]))  # per axis, without listing every voxel
-                        for a in (keep.any(axis=tuple(j for j in range(3) if j != ax)) for ax in (2, 1, 0))])
-    lo = np.maximum(np.array(first) - margin, 0)
-    hi = np.minimum(np.array(last) + margin + 1, size)
-    return lo.tolist(), (hi - lo).tolist()
+    box = bounding_box(keep, margin[::-1])  # array order z, y, x
+    if box is None:
+        return [0, 0, 0], list(reference.GetSize())
+    return [s.start for s in box[::-1]], [s.stop - s.start for s in box[::-1]]
 
 
 def _to_u8(image: sitk.Image, inside: np.ndarray) -> sitk.Image:
