@@ -32,13 +32,19 @@ def run(shared_data, tmp_path_factory):
 
 
 def test_wrong_patient_t1_leaves_its_features_na_with_the_reason(run):
-    _, _, _, out, res = run
+    import SimpleITK as sitk
+
+    bl, fu, _, out, res = run
     qc = json.loads((out / "qc.json").read_text())
     regs = qc["input_registrations"]
     assert regs["followup_t1"]["passed"] is False and regs["followup_t2"]["passed"] is True
     assert qc["template_registration"]["passed"] is True
     assert not (out / "baseline_space/followup_T1w.nii.gz").exists()
-    assert (out / "baseline_space/followup_T2w.nii.gz").exists()
+    t2 = out / "baseline_space/followup_T2w.nii.gz"
+    # written in the source's integer pixel type, on the rebaseline FLAIR grid
+    src_type = sitk.ReadImage(str(fu).replace("FLAIR", "T2W")).GetPixelID()
+    t2_img = sitk.ReadImage(str(t2))
+    assert t2_img.GetPixelID() == src_type and t2_img.GetSize() == sitk.ReadImage(str(bl)).GetSize()
     rows = read_tsv(out / "lesions.tsv")
     assert res.n_lesions >= 1 and len(rows) == res.n_lesions
     for r in rows:

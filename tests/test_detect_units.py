@@ -62,6 +62,28 @@ def test_working_grid_is_lps_1mm_in_plane_same_extent():
     assert np.allclose(box(img)[0], box(fine)[0], atol=1e-3) and np.allclose(box(img)[1], box(fine)[1], atol=1e-3)
 
 
+def test_thin_slices_get_the_working_grid_slice_profile():
+    """A 1 mm 3D rebaseline is laid on min_slice_mm slices (the model's training range) after a Gaussian
+    slice profile along z only; a thick-slice image is left as it is."""
+    from pmlseg.detect.predictor import thick_slices
+
+    img = sitk.Image([40, 40, 60], sitk.sitkFloat32)
+    img.SetSpacing([1.0, 1.0, 1.0])
+    img[20, 20, 30] = 1.0  # one bright voxel
+    g = working_grid(img, min_slice_mm=3.0)
+    assert g.GetSpacing() == (1.0, 1.0, 3.0) and g.GetSize() == (40, 40, 20)
+    arr = sitk.GetArrayFromImage(thick_slices(img, 3.0))  # (z, y, x)
+    z = arr[:, 20, 20]
+    sd = np.sqrt((z * (np.arange(60) - 30.0) ** 2).sum() / z.sum())
+    assert abs(sd - np.sqrt(3.0 ** 2 - 1.0) / 2.3548) < 0.1  # FWHM 3 mm with the voxel's own 1 mm
+    assert np.count_nonzero(arr[30]) == 1  # nothing in plane
+    thick = sitk.Image([40, 40, 10], sitk.sitkFloat32)
+    thick.SetSpacing([1.0, 1.0, 4.0])
+    thick[20, 20, 5] = 1.0
+    assert working_grid(thick, min_slice_mm=3.0).GetSpacing() == (1.0, 1.0, 4.0)
+    assert np.array_equal(sitk.GetArrayFromImage(thick_slices(thick, 4.0)), sitk.GetArrayFromImage(thick))
+
+
 def test_components_are_26_connected_min_size_largest_first():
     b = np.zeros((20, 20, 10), bool)
     b[2:6, 2:6, 2:4] = True          # 32 voxels
@@ -119,3 +141,31 @@ def test_flips_only_where_they_can_matter_change_no_decision():
     assert high.sum() > 20, "the pair's lesions reach the cut"
     np.testing.assert_allclose(selected[high], everywhere[high], atol=1e-5)
     assert ((selected >= cut) == high).all()
+
+
+def test_label_statistics_and_plausible_on_the_box_equal_whole_volume_ones():
+    """label_max / label_mean (labelled voxels only) and plausible (components' box) give exactly what
+    scipy's whole-volume ndi.maximum / ndi.mean and whole-volume smoothing give."""
+    from scipy import ndimage as ndi
+
+    from pmlseg.detect.postprocess import components, label_max, label_mean, plausible, renumber_by_size
+
+    rng = np.random.default_rng(4)
+    shape, spacing = (90, 100, 30), (1.0, 1.0, 3.0)
+    bl = ndi.gaussian_filter(rng.normal(1.0, 0.3, shape), 1.0).astype(np.float32)
+    fu = bl + (ndi.gaussian_filter(rng.normal(0, 1, shape), 2.0) > 0.15) * rng.uniform(0.05, 0.6, shape).astype(np.float32)
+    lab = components(fu - bl > 0.2, spacing, 10.0)
+    n = int(lab.max())
+    assert n > 5
+    idx = np.arange(1, n + 1)
+    assert np.array_equal(label_max(fu, lab, n), np.asarray(ndi.maximum(fu, lab, idx)))
+    assert np.allclose(label_mean(fu - bl, lab, n), np.asarray(ndi.mean(fu - bl, lab, idx)), rtol=1e-6, atol=1e-7)
+    # plausible against the whole-volume computation it replaced
+    sigma = [0.7, 0.7, 0.0]
+    f = ndi.gaussian_filter(fu, sigma)
+    d = f - ndi.gaussian_filter(bl, sigma)
+    peak, diff = np.asarray(ndi.maximum(f, lab, idx)), np.asarray(ndi.mean(d, lab, idx))
+    limits = float(np.median(peak)), float(np.quantile(diff, 0.3))  # limits that drop some components
+    expected = renumber_by_size(lab, (peak >= limits[0]) & (diff >= limits[1]))
+    got = plausible(lab, bl, fu, spacing, *limits)
+    assert 0 < int(got.max()) < n and np.array_equal(got, expected)

@@ -12,9 +12,8 @@ Both thresholds are chosen by the written rule in docs/detection.md, on validati
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage as ndi
 
-from pmlseg.detect.postprocess import components, plausible, renumber_by_size
+from pmlseg.detect.postprocess import components, label_max, plausible, renumber_by_size
 
 
 def lesions_at(prob: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, config: dict, threshold: float):
@@ -23,7 +22,7 @@ def lesions_at(prob: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, config
     labels = plausible(labels, bl, fu, spacing, float(config["min_followup_peak"]),
                        float(config["min_mean_difference"]))
     n = int(labels.max())
-    peaks = np.asarray(ndi.maximum(prob, labels, np.arange(1, n + 1)), float) if n else np.zeros(0)
+    peaks = label_max(prob, labels, n)
     return labels, peaks
 
 
@@ -50,5 +49,5 @@ def operating_and_possible(prob: np.ndarray, bl: np.ndarray, fu: np.ndarray, spa
     keep = ~touching[1:]
     pos = renumber_by_size(low, keep)
     m = int(pos.max())
-    old = np.asarray(ndi.maximum(low, pos, np.arange(1, m + 1)), int) if m else np.zeros(0, int)
+    old = label_max(low, pos, m).astype(int)
     return (lab, confidence(peaks, config)), (pos, confidence(low_peaks[old - 1], config) if m else np.zeros(0))

@@ -15,6 +15,9 @@ DEFAULT_CONFIG = {
     # working-grid slice spacing (mm); None = the rebaseline's own. A fine grid keeps a follow-up lesion
     # that lies between the rebaseline's thick slices (linear resampling at 4 mm slices averages it away)
     "slice_mm": None,
+    # ... never finer than this (mm; None = no floor): a 1 mm 3D rebaseline is given a slice profile of this
+    # FWHM and laid on such slices, as the training pairs' 2D acquisitions were (predictor.thick_slices)
+    "min_slice_mm": None,
     "roi_size": [192, 192],
     "sw_batch_size": 16,
     "overlap": 0.25,

@@ -26,6 +26,24 @@ def renumber_by_size(labels: np.ndarray, keep: np.ndarray, dtype=np.int32) -> np
     return remap[labels]
 
 
+def label_max(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``values`` over each label 1..n (-inf for an absent label), like ``ndi.maximum`` but
+    over the labelled voxels only: ndi.maximum sorts the whole volume (seconds on a 1 mm brain)."""
+    sel = labels > 0
+    out = np.full(n, -np.inf)
+    np.maximum.at(out, labels[sel] - 1, values[sel])
+    return out
+
+
+def label_mean(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """Mean of ``values`` over each label 1..n (nan for an absent label), over the labelled voxels only."""
+    sel = labels > 0
+    lab = labels[sel] - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.bincount(lab, weights=values[sel].astype(np.float64), minlength=n)
+                / np.bincount(lab, minlength=n))
+
+
 def components(binary: np.ndarray, spacing, min_size_mm3: float) -> np.ndarray:
     """26-connected components of ``binary`` with volume >= ``min_size_mm3``, labelled 1..N by size."""
     lab, n = ndi.label(binary, structure=STRUCT26)
@@ -46,12 +64,15 @@ def plausible(labels: np.ndarray, bl: np.ndarray, fu: np.ndarray, spacing, min_f
     n = int(labels.max())
     if n == 0:
         return labels
+    from pmlseg.registration.grid import bounding_box
+
     sigma = [0.7 / s for s in spacing[:2]] + [0.0]
-    f = ndi.gaussian_filter(fu, sigma)
-    d = f - ndi.gaussian_filter(bl, sigma)
-    idx = np.arange(1, n + 1)
-    peak = np.asarray(ndi.maximum(f, labels, idx))
-    diff = np.asarray(ndi.mean(d, labels, idx))
+    # on the components' box grown by the Gaussian's reach (truncate 4): the same values at their voxels
+    box = bounding_box(labels > 0, [int(4.0 * sg + 0.5) + 1 for sg in sigma])
+    lab = labels[box]
+    f = ndi.gaussian_filter(fu[box], sigma)
+    d = f - ndi.gaussian_filter(bl[box], sigma)
+    peak, diff = label_max(f, lab, n), label_mean(d, lab, n)
     return renumber_by_size(labels, (peak >= min_followup_peak) & (diff >= min_mean_difference))
 
 

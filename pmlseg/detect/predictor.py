@@ -26,9 +26,11 @@ DEFAULT_MODEL = "newlesion-2p5d"
 
 
 # ----------------------------------------------------------------------------- working grid
-def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = None):
+def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = None,
+                 min_slice_mm: float | None = None):
     """Empty reference image (SimpleITK) for ``baseline``: LPS axes, ``inplane_mm`` in plane, slice spacing
-    kept (or ``slice_mm``: both visits then interpolated onto finer slices).
+    kept (or ``slice_mm``: both visits then interpolated onto finer slices), but never finer than
+    ``min_slice_mm`` (thin-slice 3D rebaselines: see ``thick_slices``).
 
     The physical extent is kept (the first voxel centre moves by half the change of voxel size).
     """
@@ -36,7 +38,8 @@ def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = Non
 
     img = sitk.DICOMOrient(baseline, "LPS")
     sp = np.array(img.GetSpacing(), float)
-    new_sp = np.array([inplane_mm, inplane_mm, sp[2] if slice_mm is None else slice_mm])
+    z = sp[2] if slice_mm is None else float(slice_mm)
+    new_sp = np.array([inplane_mm, inplane_mm, max(z, float(min_slice_mm or 0.0))])
     size = [max(2, int(round(n * s / ns))) for n, s, ns in zip(img.GetSize(), sp, new_sp)]
     direction = np.array(img.GetDirection()).reshape(3, 3)
     origin = np.array(img.GetOrigin()) + direction @ ((new_sp - sp) / 2.0)
@@ -45,6 +48,25 @@ def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = Non
     ref.SetOrigin(origin.tolist())
     ref.SetDirection(img.GetDirection())
     return ref
+
+
+def thick_slices(image, slice_mm: float):
+    """``image`` (LPS axes) as a ``slice_mm``-thick axial acquisition would show it: a Gaussian slice
+    profile of FWHM ``slice_mm`` along z (added to the image's own), nothing in plane.
+
+    Why: the network was trained on 2D acquisitions, 2.5-5 mm slices with that profile
+    (pmlseg.detect.pairs.acquire); a 1 mm 3D FLAIR laid on 1 mm slices shows it neighbours 1 mm apart,
+    which it never saw, and costs three times the slices. Thin images are blurred to the working
+    grid's slice spacing before they are sampled on it.
+    """
+    import SimpleITK as sitk
+
+    from pmlseg.registration.grid import smooth
+
+    img = sitk.DICOMOrient(image, "LPS")
+    own = img.GetSpacing()[2]
+    sigma = float(np.sqrt(max(slice_mm ** 2 - own ** 2, 0.0)) / 2.3548)
+    return smooth(img, [0.0, 0.0, sigma])
 
 
 def to_array(img) -> np.ndarray:
@@ -106,10 +128,12 @@ def read_image(path: str | Path, what: str):
 
 def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "baseline",
                  followup_name: str = "followup", inplane_mm: float = 1.0,
-                 slice_mm: float | None = None) -> PreparedPair:
+                 slice_mm: float | None = None, min_slice_mm: float | None = None) -> PreparedPair:
     """Register (unless ``transform`` is given), QC, and lay both visits on the working grid.
 
     ``transform`` maps rebaseline points to follow-up points (``register REB FU`` convention).
+    When the working grid's slices are coarser than the rebaseline's (``min_slice_mm``), both visits are
+    first given that slice profile (``thick_slices``; the follow-up along its own slice axis).
     """
     import SimpleITK as sitk
 
@@ -134,9 +158,12 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
                          moving_name=followup_name)
     timings["registration_qc_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    grid = working_grid(baseline, inplane_mm, slice_mm)
-    bl = to_array(sitk.Resample(baseline, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    fu = to_array(sitk.Resample(followup, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    grid = working_grid(baseline, inplane_mm, slice_mm, min_slice_mm)
+    thick = grid.GetSpacing()[2]
+    coarser = slice_mm is None and thick > sitk.DICOMOrient(baseline, "LPS").GetSpacing()[2] + 1e-3
+    bl_src, fu_src = (thick_slices(baseline, thick), thick_slices(followup, thick)) if coarser else (baseline, followup)
+    bl = to_array(sitk.Resample(bl_src, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fu = to_array(sitk.Resample(fu_src, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
     mask = to_array(sitk.Resample(mask_bl, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     # the follow-up may not cover the whole baseline brain: keep only voxels both visits see
     ones = sitk.Image(followup.GetSize(), sitk.sitkUInt8) + 1
