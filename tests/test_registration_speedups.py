@@ -114,3 +114,58 @@ def test_smoothing_that_skips_thin_axes_equals_simpleitk():
         assert ours.GetPixelID() == ref.GetPixelID() and ours.GetSpacing() == ref.GetSpacing()
         assert np.allclose(sitk.GetArrayViewFromImage(ours), sitk.GetArrayViewFromImage(ref), rtol=0, atol=1e-3), sigmas
     assert not np.allclose(sitk.GetArrayViewFromImage(smooth(img, (1.5, 0, 0))), sitk.GetArrayViewFromImage(img))
+
+
+def _head(shape, spacing, seed=0):
+    """A head phantom on a grid of ``spacing`` (x, y, z): scalp, a dark skull, a textured brain, noisy air;
+    returns (image, brain mask array)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.meshgrid(*[(np.arange(n) - n / 2) * s for n, s in zip(shape, spacing[::-1])], indexing="ij")
+    r = np.sqrt((x / 70) ** 2 + (y / 85) ** 2 + (z / 65) ** 2)
+    brain = r < 0.82
+    arr = np.where(r < 1.0, 0.8, 0.0) + rng.normal(0, 0.03, shape)
+    arr[(r > 0.86) & (r < 0.93)] = 0.1  # skull
+    arr[brain] = 0.6 + 0.3 * ndi.gaussian_filter(rng.random(shape), 2.0)[brain]
+    img = sitk.GetImageFromArray(arr.astype(np.float32))
+    img.SetSpacing(spacing)
+    return img, brain
+
+
+def test_head_foreground_on_bins_covers_the_brain_like_full_resolution():
+    from pmlseg.registration.affine import head_foreground
+
+    for shape, spacing in (((90, 110, 96), (1.5, 1.5, 1.5)), ((30, 200, 170), (0.9, 0.9, 4.5))):
+        img, brain = _head(shape, spacing)
+        fast = sitk.GetArrayFromImage(head_foreground(img)) > 0
+        full = sitk.GetArrayFromImage(head_foreground(img, spacing_mm=0.0)) > 0  # every bin one voxel
+        assert head_foreground(img).GetSize() == img.GetSize()
+        assert fast[brain].all() and full[brain].all()
+        dice = 2 * (fast & full).sum() / (fast.sum() + full.sum())
+        assert dice > 0.98, (spacing, dice)
+        assert fast.sum() < 1.2 * brain.sum() / 0.82 ** 3  # not the whole field of view
+
+
+def test_qc_scores_thin_slices_one_in_three():
+    """A 1 mm 3D FLAIR is scored on every third slice: those slices score exactly as before (in-plane
+    gradients), and the whole-volume score moves by little."""
+    from pmlseg.registration import qc as qcmod
+
+    img, brain = _head((60, 70, 64), (1.0, 1.0, 1.0), seed=2)
+    moving = sitk.Resample(img, img, sitk.TranslationTransform(3, (0.6, -0.4, 0.5)), sitk.sitkLinear, 0.0)
+    mask = sitk.GetImageFromArray(brain.astype(np.uint8))
+    mask.CopyInformation(img)
+    tx = sitk.TranslationTransform(3, (0.3, 0.0, 0.0))
+    fast = registration_qc(img, moving, tx, fixed_mask=mask)
+    mr = sitk.Resample(moving, img, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    box = crop_to_mask(mask, mask, [4.0, 4.0, 0.0])
+    z0 = box.GetOrigin()[2] - img.GetOrigin()[2]
+    kept = np.zeros(brain.shape, bool)
+    kept[int(round(z0)):int(round(z0)) + box.GetSize()[2]:3] = True
+    assert abs(fast.metrics["gradient_agreement"] - _gradient_agreement(img, mr, brain & kept)) < 1e-5
+    old, qcmod.SLICE_MM = qcmod.SLICE_MM, 0.0
+    try:
+        every = registration_qc(img, moving, tx, fixed_mask=mask)
+    finally:
+        qcmod.SLICE_MM = old
+    assert abs(fast.similarity - every.similarity) < 0.02, (fast.similarity, every.similarity)
+    assert fast.passed == every.passed

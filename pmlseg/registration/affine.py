@@ -102,15 +102,36 @@ def check_mask(mask: sitk.Image | None, image: sitk.Image, mask_name: str, image
 
 
 # ----------------------------------------------------------------------------- helpers
-def head_foreground(image: sitk.Image) -> sitk.Image:
-    """Everything that is not air: Otsu threshold, largest component, closed (2 voxels in plane, 1
-    across slices), holes filled."""
+# voxel size (mm) at which the head foreground is found: the closing and hole filling on a 1 mm 3D head
+# took 0.9-1.6 s at full resolution (6 calls per detection case, issue 17); on 2 mm bins ~0.1 s
+FOREGROUND_MM = 2.0
+
+
+def head_foreground(image: sitk.Image, spacing_mm: float = FOREGROUND_MM) -> sitk.Image:
+    """Everything that is not air (UInt8 on ``image``'s grid): Otsu threshold, largest component, closed
+    (2 voxels in plane, 1 across slices, at native resolution), holes filled.
+
+    Found on a copy averaged over bins of whole voxels no larger than ``spacing_mm`` (an axis already
+    coarser is kept), then brought back by linear interpolation: the outline moves by under a bin, and
+    what needs it (metric and N4 masks, the brain mask's outer limit, QC's default mask) is coarser anyway.
+    """
     img = sitk.Cast(image, sitk.sitkFloat32)
-    fg = sitk.OtsuThreshold(img, 0, 1)
+    factors = [max(1, int(spacing_mm / s + 1e-6)) for s in img.GetSpacing()]
+    small = img
+    if max(factors) > 1:
+        # pad to whole bins by repeating the border, so no partial bin at the far edges is dropped
+        small = sitk.BinShrink(sitk.ZeroFluxNeumannPad(img, [0, 0, 0], [(-n) % f for n, f in zip(img.GetSize(), factors)]),
+                               factors)
+    fg = sitk.OtsuThreshold(small, 0, 1)
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
-    closed = sitk.GetImageFromArray(_binary_closing(sitk.GetArrayViewFromImage(cc) == 1, (1, 2, 2)).view(np.uint8))
-    closed.CopyInformation(img)
-    return sitk.BinaryFillhole(closed)
+    radius = tuple(max(1, int(round(r / f))) for r, f in zip((1, 2, 2), factors[::-1]))  # array order z, y, x
+    closed = sitk.GetImageFromArray(_binary_closing(sitk.GetArrayViewFromImage(cc) == 1, radius).view(np.uint8))
+    closed.CopyInformation(small)
+    filled = sitk.BinaryFillhole(closed)
+    if small is img:
+        return filled
+    back = sitk.Resample(sitk.Cast(filled, sitk.sitkFloat32), img, sitk.Transform(), sitk.sitkLinear, 0.0)
+    return sitk.Cast(back >= 0.5, sitk.sitkUInt8)
 
 
 def _binary_closing(arr: np.ndarray, radius: tuple[int, ...]) -> np.ndarray:

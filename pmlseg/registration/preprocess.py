@@ -1,8 +1,10 @@
 """Per-visit preprocessing: N4 bias correction, atlas brain mask, lesion-robust intensity normalisation.
 
 Why these choices:
-- N4 runs on a copy shrunk to ~3 mm voxels (seconds, not minutes); the smooth bias field is then
-  evaluated on the full grid, so the corrected image keeps its native resolution.
+- N4 runs on a copy shrunk to ~4 mm voxels (seconds, not minutes); the smooth bias field is evaluated
+  on that copy and interpolated linearly onto the full grid (evaluating the B-spline at every voxel of a
+  1 mm 3D head took ~1 s; the log field differs by < 0.003, i.e. 0.3 % in intensity), so the corrected
+  image keeps its native resolution.
 - The brain mask comes from the ICBM152 2009a template that nilearn ships inside its wheel
   (nothing downloaded at run time): a template with the subject's contrast (FLAIR-, T1- or
   T2-like, synthesised from the template's grey/white-matter maps) is affinely registered to the
@@ -32,7 +34,7 @@ MODALITIES = ("FLAIR", "T1w", "T2w")
 
 def n4_bias_correct(image: sitk.Image, mask: sitk.Image | None = None, *, target_spacing_mm: float = 4.0,
                     iterations: tuple[int, ...] = (40, 30, 20), name: str = "image") -> sitk.Image:
-    """N4 bias-field correction, fitted on a ~3 mm copy and applied at full resolution (float32)."""
+    """N4 bias-field correction, fitted on a ~``target_spacing_mm`` copy and applied at full resolution (float32)."""
     img = check_image(image, name)
     arr = sitk.GetArrayViewFromImage(img)
     lo = float(arr.min())
@@ -47,7 +49,11 @@ def n4_bias_correct(image: sitk.Image, mask: sitk.Image | None = None, *, target
     n4 = sitk.N4BiasFieldCorrectionImageFilter()
     n4.SetMaximumNumberOfIterations(list(iterations))
     n4.Execute(small + 1e-3, small_mask)
-    log_bias = n4.GetLogBiasFieldAsImage(img)
+    resample = sitk.ResampleImageFilter()
+    resample.SetReferenceImage(img)
+    resample.SetInterpolator(sitk.sitkLinear)
+    resample.SetUseNearestNeighborExtrapolator(True)  # the last partial bins of the grid
+    log_bias = resample.Execute(n4.GetLogBiasFieldAsImage(small))
     out = sitk.Cast(img / sitk.Exp(log_bias), sitk.sitkFloat32)
     if lo < 0:
         out = out + lo
