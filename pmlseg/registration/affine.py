@@ -22,7 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
-from pmlseg.registration.edges import LEVELS, SAME_SESSION_LEVELS, as_affine, refine_on_edges
+from pmlseg.registration.edges import LEVELS, SAME_SESSION_LEVELS, SAME_SESSION_MI, as_affine, refine_on_edges
 from pmlseg.registration.grid import smooth
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     (:func:`pmlseg.registration.edges.refine_on_edges`, 6 dof if ``rigid_only`` else 12) instead of
     the MI affine stages; with ``init="identity"`` the scanner-header alignment competes as a start,
     and with ``rigid_only`` too (one session: `pmlseg register --init identity --rigid` and the
-    detector's same-session registrations) only the fine edge level runs (``SAME_SESSION_LEVELS``).
+    detector's same-session registrations) no MI stage runs: the edge levels start from the header
+    (``SAME_SESSION_MI``, ``SAME_SESSION_LEVELS`` in pmlseg.registration.edges).
     Use ``edges=False`` between different brains (template -> subject), whose edges do not match.
     ``fixed_name``/``moving_name`` appear in error messages (pass file names).
     """
@@ -267,6 +268,10 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
         if init == "auto":
             rigid = sitk.Euler3DTransform()  # placeholder, chosen below
 
+    # one session's series (scanner coordinates shared, rigid): a lighter recipe, see SAME_SESSION_* in edges.py
+    same_session = init == "identity" and initial_transform is None and rigid_only and edges
+    if same_session:
+        levels_rigid = SAME_SESSION_MI
     pyramid: dict[float, tuple] = {}
 
     def level(s):
@@ -303,14 +308,18 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
             start.SetMatrix(rigid.GetMatrix())
             start.SetTranslation(rigid.GetTranslation())
         if edges:
-            same_session = init == "identity" and initial_transform is None
-            starts = [start] + ([sitk.AffineTransform(3)] if same_session else [])
+            # within a session the scanner-header alignment competes as a start (it is the start when no MI runs)
+            header = init == "identity" and initial_transform is None and bool(levels_rigid)
+            starts = [start] + ([sitk.AffineTransform(3)] if header else [])
+            names = ["given" if initial_transform is not None else
+                     "scanner header" if init == "identity" and not levels_rigid else "mutual information"]
+            names += ["scanner header"] if header else []
             mask = fm if fm is not None else head_foreground(f)
             ref = refine_on_edges(f, m, mask, starts, dof=6 if rigid_only else 12,
-                                  levels=SAME_SESSION_LEVELS if same_session and rigid_only else LEVELS)
+                                  levels=SAME_SESSION_LEVELS if same_session else LEVELS)
             start = ref.transform
             stages.append({"stage": "edges", "dof": 6 if rigid_only else 12, "metric": -ref.agreement,
-                           "start": ("mutual information", "scanner header")[ref.start],
+                           "start": names[ref.start],
                            "evaluations": ref.evaluations})
         elif rigid_only:
             # keep 6 dof: refine the rigid at native resolution and return it as an affine
