@@ -4,8 +4,8 @@ Same error measure as benchmarks/registration_accuracy.py (distance to the data 
 studyN_{T1W,T2W}_intrastudy_to_FLAIR.txt at bright voxels of the FLAIR, median / p95 mm), in process,
 identity start (the series of one visit share scanner coordinates), fixed brain mask as `pmlseg
 register` builds it.  Columns: the header alone; rigid Mattes MI only (`edges=False`, the session-1
-recipe); the default rigid recipe (MI rigid, then edge refinement with the header as a competing
-start: what `pmlseg register --init identity --rigid` and the pipeline run within a visit).
+recipe); the default same-session recipe (edge refinement at 3 and 1.5 mm from the header, no MI
+since session 10: what `pmlseg register --init identity --rigid` and the pipeline run within a visit).
 
     .venv/bin/python benchmarks/registration_intravisit.py
 """

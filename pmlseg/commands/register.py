@@ -13,8 +13,8 @@ alone stops 0.5-1.2 mm short on thick-slice pairs from two scanners; with the ed
 pairs are 0.17-0.49 mm (median) from the reference transforms (docs/registration.md).
 
 Series of one session (T1/T2/DWI -> that visit's FLAIR) share scanner coordinates: use
---init identity --rigid; the header alignment then competes with the registration as a start,
-and only the fine (1.5 mm) edge level runs (the detector registers its T1/T2/DWI the same way).
+--init identity --rigid; no mutual-information stage then runs, the edge alignment (3, then
+1.5 mm) starts from the header alignment (the detector registers its T1/T2/DWI the same way).
 
 Output: --transform OUT.tfm, an ITK transform file that maps physical points of FIXED to the
 matching physical points of MOVING (ITK convention).  So

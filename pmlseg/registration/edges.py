@@ -32,7 +32,8 @@ LEVELS = ((3.0, 2.0), (1.5, 1.5))
 # 9 real intra-visit T1W/T2W -> FLAIR pairs (issue 17, in process, brain-masked) this is within +0.05 mm of
 # the median of MI rigid (4, 2 mm) + the fine edge level, including patient03 study2 T1W whose header is
 # 5.4 mm off (the 3 mm level captures it); what did not hold: edge levels at 2 mm (+0.11-0.16 mm on
-# patient03 study1 T2W), 80 evaluations per level or a 300,000-voxel grid (+0.12-0.22 mm on patient03)
+# patient03 study1 T2W), 80 evaluations per level or a 300,000-voxel grid (+0.12-0.22 mm on patient03).
+# Whole `pmlseg register` processes: within +0.07 mm (docs/benchmarks.md "Session 10")
 SAME_SESSION_LEVELS = LEVELS
 SAME_SESSION_MI: tuple[float, ...] = ()
 # parameter units: radians / fraction for rotation, scale and shear, mm for translation
