@@ -164,11 +164,12 @@ def intra_visit_transform(flair, img, *, fixed_name: str, moving_name: str):
                            moving_name=moving_name).transform
 
 
-def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair):
+def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair, flair_brain=None):
     """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit:
     same-session rigid registration to that visit's FLAIR, checked with the follow-up registration's QC,
     composed with the baseline->follow-up transform for follow-up images. DWI: first volume (b0).
-    A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy."""
+    A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy.
+    ``flair_brain``: ``_flair_brain(pair, visit, followup_flair)`` when the caller already has it."""
     import SimpleITK as sitk
 
     from pmlseg.registration.qc import registration_qc
@@ -180,7 +181,9 @@ def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_fl
     img = sitk.Cast(img, sitk.sitkFloat32)
     flair = pair.baseline if visit == "baseline" else followup_flair
     intra = intra_visit_transform(flair, img, fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
-    qc = registration_qc(flair, img, intra, fixed_mask=_flair_brain(pair, visit, followup_flair),
+    if flair_brain is None:
+        flair_brain = _flair_brain(pair, visit, followup_flair)
+    qc = registration_qc(flair, img, intra, fixed_mask=flair_brain,
                          fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     if not qc.passed:
         return None, qc
@@ -301,9 +304,12 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
     if optional:
         t = time.perf_counter()
         qc["input_registrations"] = {}
+        brains = {}  # each visit's FLAIR brain, shared by its images' QC
         for k, v in optional.items():
             visit, kind = OPTIONAL[k]
-            img, reg_qc = resample_optional(pair, v, visit, kind, fu_img)
+            if visit not in brains:
+                brains[visit] = _flair_brain(pair, visit, fu_img)
+            img, reg_qc = resample_optional(pair, v, visit, kind, fu_img, brains[visit])
             qc["input_registrations"][k] = _qc_record(reg_qc)
             if img is None:
                 log.warning("%s: not used, its features stay NA", reg_qc.reason)

@@ -20,10 +20,10 @@ def detect_cases(sub):
                 base, tfm, req = rebaseline(sub), L.to_rebaseline_tfm(sub, ses), L.register_status(sub, ses)
             else:
                 base, tfm, req = visit(sub, r["previous"]), L.to_previous_tfm(sub, ses), L.visit_dir(sub, ses) + "/xfm/chain.json"
+            # the follow-up's T1/T2/DWI feed lesion characterisation and the report's viewer; the baseline
+            # visit's would only be resampled into baseline_space/ (read by nothing), at a registration each
             optional = {}
             for kind, flag in (("t1w", "t1"), ("t2w", "t2")):
-                if base[kind]:
-                    optional[f"baseline_{flag}"] = image(base, kind)
                 if r[kind]:
                     optional[f"followup_{flag}"] = image(r, kind)
             if r["dwi"]:
