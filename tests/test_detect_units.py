@@ -72,6 +72,7 @@ def test_thin_slices_get_the_working_grid_slice_profile():
     img[20, 20, 30] = 1.0  # one bright voxel
     g = working_grid(img, min_slice_mm=3.0)
     assert g.GetSpacing() == (1.0, 1.0, 3.0) and g.GetSize() == (40, 40, 20)
+    assert working_grid(img, slice_mm=1.6, min_slice_mm=3.0).GetSpacing() == (1.0, 1.0, 1.6)  # a model's own grid wins
     arr = sitk.GetArrayFromImage(thick_slices(img, 3.0))  # (z, y, x)
     z = arr[:, 20, 20]
     sd = np.sqrt((z * (np.arange(60) - 30.0) ** 2).sum() / z.sum())

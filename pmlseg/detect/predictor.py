@@ -29,8 +29,8 @@ DEFAULT_MODEL = "newlesion-2p5d"
 def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = None,
                  min_slice_mm: float | None = None):
     """Empty reference image (SimpleITK) for ``baseline``: LPS axes, ``inplane_mm`` in plane, slice spacing
-    kept (or ``slice_mm``: both visits then interpolated onto finer slices), but never finer than
-    ``min_slice_mm`` (thin-slice 3D rebaselines: see ``thick_slices``).
+    kept but never finer than ``min_slice_mm`` (thin-slice 3D rebaselines: see ``thick_slices``), or
+    ``slice_mm`` (a model trained on that grid: both visits interpolated onto it, the floor not applied).
 
     The physical extent is kept (the first voxel centre moves by half the change of voxel size).
     """
@@ -38,8 +38,8 @@ def working_grid(baseline, inplane_mm: float = 1.0, slice_mm: float | None = Non
 
     img = sitk.DICOMOrient(baseline, "LPS")
     sp = np.array(img.GetSpacing(), float)
-    z = sp[2] if slice_mm is None else float(slice_mm)
-    new_sp = np.array([inplane_mm, inplane_mm, max(z, float(min_slice_mm or 0.0))])
+    z = max(sp[2], float(min_slice_mm or 0.0)) if slice_mm is None else float(slice_mm)
+    new_sp = np.array([inplane_mm, inplane_mm, z])
     size = [max(2, int(round(n * s / ns))) for n, s, ns in zip(img.GetSize(), sp, new_sp)]
     direction = np.array(img.GetDirection()).reshape(3, 3)
     origin = np.array(img.GetOrigin()) + direction @ ((new_sp - sp) / 2.0)
