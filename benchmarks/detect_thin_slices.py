@@ -8,44 +8,69 @@ each value ("native": the rebaseline's own slices), graded against the cohort's 
 (pmlseg.synth.grade), and timed (prepare + network + candidates). ``--only-3d``: only rebaselines with
 slices under 2 mm, the cases the floor changes. Prints per case and pooled counts.
 """
-import sys, time, json, logging
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
 from pathlib import Path
-import numpy as np, SimpleITK as sitk
-logging.basicConfig(level=logging.WARNING)
-from pmlseg.detect.predictor import Predictor, prepare_pair, read_image
-from pmlseg.detect.pipeline import detect, read_transform
+
+import SimpleITK as sitk
+
 from pmlseg.detect import postprocess
 from pmlseg.detect.metrics import lesion_metrics
-from pmlseg.synth.grade import truth_on_grid, _visit_of_session
+from pmlseg.detect.pipeline import detect, read_transform
+from pmlseg.detect.predictor import Predictor, prepare_pair, read_image
+from pmlseg.synth.grade import _visit_of_session, truth_on_grid
 from pmlseg.workflow.manifest import read_manifest
-out, synth = Path(sys.argv[1]), Path(sys.argv[2])
-variants = [None if v == "native" else float(v) for v in sys.argv[3].split(",")]
-only3d = "--only-3d" in sys.argv[4:]
-p = Predictor(device="cpu")
-visit_of = _visit_of_session(out, synth)
-man = read_manifest(out / "manifest.tsv")
-reb = {r["subject"]: r["session"] for r in man if r["role"] == "rebaseline"}
-tot = {v: dict(gt=0, tp_gt=0, pred=0, tp_pred=0, s=0.0) for v in variants}
-for r in man:
-    if r["role"] != "follow-up": continue
-    sub, ses = r["subject"], r["session"]
-    bl_p = out / sub / reb[sub] / "anat" / f"{sub}_{reb[sub]}_FLAIR.nii.gz"
-    fu_p = out / sub / ses / "anat" / f"{sub}_{ses}_FLAIR.nii.gz"
-    bl, fu = read_image(bl_p, "bl"), read_image(fu_p, "fu")
-    if only3d and sitk.DICOMOrient(bl, "LPS").GetSpacing()[2] > 2: continue
-    tfm = read_transform(out / "derivatives/pmlseg" / sub / ses / "xfm" / f"{sub}_{ses}_from-rebaseline_affine.tfm")
-    pid, visit = visit_of[sub, ses]; rv = visit_of[sub, reb[sub]][1]
-    for v in variants:
-        t = time.perf_counter()
-        pair = prepare_pair(bl, fu, tfm, min_slice_mm=v)
-        d = detect(pair, p)
-        lab = postprocess.to_original_grid(d.labels, pair.grid, pair.baseline, 10.0)
-        s = time.perf_counter() - t
-        truth = truth_on_grid(synth, pid, rv, visit, lab)
-        m = lesion_metrics(sitk.GetArrayFromImage(lab), sitk.GetArrayFromImage(truth) > 0, lab.GetSpacing())
-        for k in ("gt", "tp_gt", "pred", "tp_pred"): tot[v][k] += m[k]
-        tot[v]["s"] += s
-        npos = int(d.possible.max())
-        print(f"{sub} {ses} bl_z={sitk.DICOMOrient(bl,'LPS').GetSpacing()[2]:.1f} min_slice={v}: GT {m['gt']} found {m['tp_gt']} pred {m['pred']} true {m['tp_pred']} possible {npos} dice {m.get('dice', float('nan')):.2f} {s:.1f}s", flush=True)
-for v, t in tot.items():
-    print(f"TOTAL min_slice={v}: sens {t['tp_gt']}/{t['gt']} prec {t['tp_pred']}/{t['pred']} time {t['s']:.0f}s")
+
+COUNTS = ("gt", "tp_gt", "pred", "tp_pred")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="a finished `pmlseg run` output folder")
+    ap.add_argument("synth", type=Path, help="the `pmlseg synth` cohort it ran on")
+    ap.add_argument("floors", help="comma-separated min_slice_mm values, 'native' for none")
+    ap.add_argument("--only-3d", action="store_true", help="only rebaselines with slices under 2 mm")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    floors = [None if v == "native" else float(v) for v in a.floors.split(",")]
+    predictor = Predictor(device="cpu")
+    visit_of = _visit_of_session(a.out, a.synth)
+    manifest = read_manifest(a.out / "manifest.tsv")
+    reb = {r["subject"]: r["session"] for r in manifest if r["role"] == "rebaseline"}
+    total = {v: dict.fromkeys((*COUNTS, "s"), 0.0) for v in floors}
+    for r in manifest:
+        if r["role"] != "follow-up":
+            continue
+        sub, ses = r["subject"], r["session"]
+        bl = read_image(a.out / sub / reb[sub] / "anat" / f"{sub}_{reb[sub]}_FLAIR.nii.gz", "rebaseline FLAIR")
+        fu = read_image(a.out / sub / ses / "anat" / f"{sub}_{ses}_FLAIR.nii.gz", "follow-up FLAIR")
+        bl_z = sitk.DICOMOrient(bl, "LPS").GetSpacing()[2]
+        if a.only_3d and bl_z > 2.0:
+            continue
+        tfm = read_transform(a.out / "derivatives/pmlseg" / sub / ses / "xfm" / f"{sub}_{ses}_from-rebaseline_affine.tfm")
+        pid, visit = visit_of[sub, ses]
+        for v in floors:
+            t = time.perf_counter()
+            pair = prepare_pair(bl, fu, tfm, min_slice_mm=v)
+            found = detect(pair, predictor)
+            labels = postprocess.to_original_grid(found.labels, pair.grid, pair.baseline, 10.0)
+            secs = time.perf_counter() - t
+            truth = truth_on_grid(a.synth, pid, visit_of[sub, reb[sub]][1], visit, labels)
+            m = lesion_metrics(sitk.GetArrayFromImage(labels), sitk.GetArrayFromImage(truth) > 0, labels.GetSpacing())
+            for k in COUNTS:
+                total[v][k] += m[k]
+            total[v]["s"] += secs
+            print(f"{sub} {ses} rebaseline slices {bl_z:.1f} mm, floor {v}: GT {m['gt']} found {m['tp_gt']}, "
+                  f"detections {m['pred']} true {m['tp_pred']}, possible {int(found.possible.max())}, "
+                  f"Dice {m.get('dice', float('nan')):.2f}, {secs:.1f} s", flush=True)
+    for v, t in total.items():
+        print(f"TOTAL floor {v}: found {t['tp_gt']:.0f}/{t['gt']:.0f}, true detections {t['tp_pred']:.0f}/{t['pred']:.0f}, "
+              f"{t['s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -164,12 +164,12 @@ def intra_visit_transform(flair, img, *, fixed_name: str, moving_name: str):
                            moving_name=moving_name).transform
 
 
-def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair, flair_brain=None):
+def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair, flair_brain):
     """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit:
     same-session rigid registration to that visit's FLAIR, checked with the follow-up registration's QC,
     composed with the baseline->follow-up transform for follow-up images. DWI: first volume (b0).
     A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy.
-    ``flair_brain``: ``_flair_brain(pair, visit, followup_flair)`` when the caller already has it."""
+    ``flair_brain``: ``_flair_brain(pair, visit, followup_flair)``, computed once per visit by the caller."""
     import SimpleITK as sitk
 
     from pmlseg.registration.qc import registration_qc
@@ -181,8 +181,6 @@ def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_fl
     img = sitk.Cast(img, sitk.sitkFloat32)
     flair = pair.baseline if visit == "baseline" else followup_flair
     intra = intra_visit_transform(flair, img, fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
-    if flair_brain is None:
-        flair_brain = _flair_brain(pair, visit, followup_flair)
     qc = registration_qc(flair, img, intra, fixed_mask=flair_brain,
                          fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     if not qc.passed:
@@ -206,8 +204,7 @@ def in_source_pixel_type(img, source: str | Path):
         return img
     dtype = sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pid)).dtype
     info = np.iinfo(dtype)
-    out = sitk.Cast(sitk.Clamp(sitk.Round(img), sitk.sitkFloat32, float(info.min), float(info.max)), pid)
-    return out
+    return sitk.Cast(sitk.Clamp(sitk.Round(img), sitk.sitkFloat32, float(info.min), float(info.max)), pid)
 
 
 def _qc_record(qc) -> dict:

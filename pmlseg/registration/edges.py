@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import optimize
 
-from pmlseg.registration.grid import crop_to_mask, smooth
+from pmlseg.registration.grid import crop_to_mask, mask_shape, smooth
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,7 @@ def _delta(base: sitk.AffineTransform, p: np.ndarray) -> sitk.AffineTransform:
 def _work_grid(fixed: sitk.Image, mask: sitk.Image, spacing: float) -> sitk.Image:
     """FIXED's orientation, its fine axes at ``spacing`` (thick axes unchanged), cropped to the mask;
     coarser where that would exceed :data:`MAX_VOXELS` (a 1 mm 3D head with a whole-head mask)."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.SetComputePerimeter(False)  # only the box/centroid are used; the perimeter was 85 % of the filter's time
-    stats.Execute(mask)
-    box = stats.GetBoundingBox(1)
+    box = mask_shape(mask).GetBoundingBox(1)
     lo, n = np.array(box[:3]), np.array(box[3:])
     sp = np.array(fixed.GetSpacing())
     new_sp = np.maximum(sp, spacing)
@@ -133,10 +130,7 @@ def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
         raise ValueError("dof must be 6 or 12")
     t0 = time.perf_counter()
     mask = sitk.Cast(mask > 0, sitk.sitkUInt8)
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.SetComputePerimeter(False)  # only the box/centroid are used; the perimeter was 85 % of the filter's time
-    stats.Execute(mask)
-    centre = stats.GetCentroid(1)
+    centre = mask_shape(mask).GetCentroid(1)
     cands = [as_affine(s, centre) for s in starts]
     axes = _edge_axes(fixed)
     evaluations, chosen, agreement = 0, 0, 0.0
