@@ -34,7 +34,7 @@ def _phantom():
     gm[:, :, 70:] = 1
     brain = np.ones(shape, np.uint8)
     priors = TemplatePriors(gm=_img(gm), wm=_img(wm), csf=_img(np.zeros(shape)), brain=_img(brain),
-                            to_mni=sitk.AffineTransform(3), metric=0.0)
+                            to_mni=sitk.AffineTransform(3))
     return _img(lab), {"flair_bl": _img(bl), "flair_fu": _img(fu)}, priors
 
 
@@ -101,7 +101,7 @@ def _ventricle_phantom(long_axis: str):
     fu[lab > 0] += 100
     csf = vent.astype(np.float32)
     wm = sitk.GetArrayFromImage(priors.wm) * (1 - csf)
-    priors = type(priors)(gm=priors.gm, wm=_img(wm), csf=_img(csf), brain=priors.brain, to_mni=priors.to_mni, metric=0.0)
+    priors = type(priors)(gm=priors.gm, wm=_img(wm), csf=_img(csf), brain=priors.brain, to_mni=priors.to_mni)
     return _img(lab), {"flair_bl": _img(bl), "flair_fu": _img(fu)}, priors
 
 
@@ -144,7 +144,7 @@ def test_cropped_computations_give_the_whole_volume_values():
     gm = sitk.GetImageFromArray((rng.random((20, 40, 50)) > 0.5).astype(np.float32))
     gm.SetSpacing(SP)
     gm.SetOrigin((-25.0, -20.0, -20.0))
-    priors = TemplatePriors(gm=gm, wm=gm, csf=gm, brain=gm, to_mni=sitk.AffineTransform(3), metric=0.0)
+    priors = TemplatePriors(gm=gm, wm=gm, csf=gm, brain=gm, to_mni=sitk.AffineTransform(3))
     full = location.cortex_prior(priors, gm)
     assert full.any() and not full.all()  # the deep-grey box takes out some of the GM
     region = (slice(3, 18), slice(0, 22), slice(30, 50))

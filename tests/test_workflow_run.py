@@ -164,3 +164,21 @@ def test_interrupted_run_resumes(cohort, tmp_path):
         assert f"wildcards: sub={sub}\n" in p.stdout + p.stderr
     sessions = _tsv(out / "sessions.tsv")
     assert [s["qc"] in ("ok", "warning") for s in sessions if s["role"] == "follow-up"] == [True, True], sessions
+
+
+@pytest.mark.slow
+def test_cores_are_honoured(cohort, tmp_path):
+    """`--cores 1` runs one job at a time. Snakemake 8.x-9.16 did not count the cores of a job that was the only
+    one ready (the ingest checkpoint, a lone detection) but gave them back when it ended, so after ingest two
+    patients' registrations ran at once on one core (pyproject.toml pins snakemake >= 9.17)."""
+    out = tmp_path / "out"
+    p = _run("run", str(cohort / "dicom"), str(out), "--cores", "1", *FAST)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    spans = []  # (start, end, job) from each job's benchmark file: written as the job ends, holding its seconds
+    for f in (out / "benchmarks").rglob("*.tsv"):
+        seconds = float(_tsv(f)[-1]["s"])
+        spans.append((f.stat().st_mtime - seconds, f.stat().st_mtime, str(f.relative_to(out))))
+    spans.sort()
+    assert len(spans) >= 6, spans  # ingest, 2 registrations, 2 detections, 2 trackings, index
+    overlaps = [(a[2], b[2], round(a[1] - b[0], 2)) for a, b in zip(spans, spans[1:]) if a[1] - b[0] > 0.5]
+    assert not overlaps, f"jobs ran at the same time with --cores 1: {overlaps}"

@@ -187,7 +187,7 @@ def characterise_lesions(labels: sitk.Image, images: dict[str, sitk.Image], brai
     sp = np.array(labels.GetSpacing())[::-1]  # z, y, x
     vox = float(np.prod(sp))
     if priors is None:
-        priors = loc.register_to_template(images["flair_bl"], brain_mask)
+        priors = loc.register_to_template(images["flair_bl"])
     placed = priors.qc is None or priors.qc.passed  # the template priors may be used
     missing = missing_inputs(images, unavailable, priors)
     if brain_mask is None and not placed:

@@ -31,7 +31,6 @@ class TemplatePriors:
     csf: sitk.Image         # float32 CSF probability (inside the template brain mask: 1 - GM - WM)
     brain: sitk.Image       # uint8 template brain mask on the subject grid
     to_mni: sitk.Transform  # maps subject physical points (LPS) to template physical points (LPS)
-    metric: float           # registration MI (more negative = better)
     qc: object = None       # pmlseg.registration.qc.QCResult of the template fit; location features need it passed
 
 
@@ -80,22 +79,21 @@ def lps_to_ras(p) -> tuple[float, float, float]:
 
 
 @by_image_content(maxsize=2)  # the same rebaseline for every follow-up of a patient's detection job
-def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None) -> TemplatePriors:
-    """Affine-register the ICBM152 T1 template (fixed, masked to the brain) to the subject FLAIR, with the
-    registration QC of the follow-up registration (at TEMPLATE_QC_THRESHOLD: a template is not the same brain)."""
-    from pmlseg.registration.affine import register_affine
+def register_to_template(flair: sitk.Image) -> TemplatePriors:
+    """The ICBM152 template fitted to the subject FLAIR, with the registration QC of the follow-up registration
+    (at TEMPLATE_QC_THRESHOLD: a template is not the same brain), and its GM/WM/CSF/brain maps on the FLAIR grid.
+
+    The fit is the brain mask's (pmlseg.registration.preprocess.brain_mask: the template given FLAIR contrast,
+    affine down to 2 mm), which detection has already computed for the same rebaseline: a second fit of the
+    T1 template (~4 s per case) placed lesions no better (docs/pml_score.md, session 11)."""
+    from pmlseg.registration.preprocess import brain_mask
     from pmlseg.registration.qc import registration_qc
 
     tpl = load_template()
-    # location needs ~mm accuracy, not sub-mm: register at 2 mm, which is ~20x faster than native
+    _mask, tpl_to_subj = brain_mask(flair, "FLAIR", name="rebaseline FLAIR", return_transform=True)
     fixed, fmask = _at(tpl["t1"], 2.0), _at(tpl["brain"], 2.0, True)
-    moving = _at(sitk.Cast(flair, sitk.sitkFloat32), 2.0)
-    mmask = None if brain_mask is None else _at(brain_mask, 2.0, True)
-    res = register_affine(fixed, moving, fixed_mask=fmask, moving_mask=mmask, edges=False,
-                          fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
-    tpl_to_subj = res.transform
-    qc = registration_qc(fixed, moving, tpl_to_subj, fixed_mask=fmask, threshold=TEMPLATE_QC_THRESHOLD,
-                         fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
+    qc = registration_qc(fixed, _at(sitk.Cast(flair, sitk.sitkFloat32), 2.0), tpl_to_subj, fixed_mask=fmask,
+                         threshold=TEMPLATE_QC_THRESHOLD, fixed_name="ICBM152 template", moving_name="rebaseline FLAIR")
     to_mni = tpl_to_subj.GetInverse()
 
     def put(img, interp=sitk.sitkLinear, pix=sitk.sitkFloat32):
@@ -104,7 +102,7 @@ def register_to_template(flair: sitk.Image, brain_mask: sitk.Image | None = None
     gm, wm = put(tpl["gm"]), put(tpl["wm"])
     brain = put(tpl["brain"], sitk.sitkNearestNeighbor, sitk.sitkUInt8)
     csf = sitk.Cast(brain, sitk.sitkFloat32) * sitk.Clamp(1.0 - gm - wm, sitk.sitkFloat32, 0.0, 1.0)
-    return TemplatePriors(gm=gm, wm=wm, csf=csf, brain=brain, to_mni=to_mni, metric=res.metric, qc=qc)
+    return TemplatePriors(gm=gm, wm=wm, csf=csf, brain=brain, to_mni=to_mni, qc=qc)
 
 
 def _at(img: sitk.Image, mm: float, is_mask: bool = False) -> sitk.Image:

@@ -5,8 +5,8 @@ from __future__ import annotations
 NAME = "preprocess"
 HELP = "bias-correct, brain-mask and intensity-normalise one visit's image"
 DESCRIPTION = """\
-N4 bias-field correction, an atlas brain mask (ICBM152 template bundled in nilearn, registered to the
-image) and division by the brain's tissue mode, so visits from different scanners compare. Writes
+N4 bias-field correction, an atlas brain mask (ICBM152 template bundled in nilearn, affine-registered to
+the image down to 4 mm) and division by the brain's tissue mode, so visits from different scanners compare. Writes
 OUT_IMAGE (float32, same grid as IMAGE) and OUT_MASK (uint8). The workflow registers these
 preprocessed FLAIRs to the rebaseline; the geometry is unchanged, so the transforms apply to the raw
 images too. An unreadable or non-brain image is a one-line error (exit 65).
@@ -33,7 +33,9 @@ def run(args) -> int:
     except RuntimeError as exc:
         raise PmlsegError(f"{args.image}: unreadable image ({str(exc).strip().splitlines()[-1]})") from None
     corrected = n4_bias_correct(img, name=args.image)
-    mask = brain_mask(corrected, args.modality, name=args.image)
+    # the template fit's last level at 4 mm, as `pmlseg register` does: the mask restricts the registration metric
+    # (dilated) and picks the tissue mode; Dice 0.997-0.999 against the 2 mm fit, 1-2 s less per visit (session 11)
+    mask = brain_mask(corrected, args.modality, name=args.image, finest_mm=4.0)
     norm = normalise_intensity(corrected, mask, name=args.image)
     write_nifti(args.out_mask, mask)
     write_nifti(args.out_image, norm)

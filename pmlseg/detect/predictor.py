@@ -146,7 +146,8 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     t = time.perf_counter()
     baseline = check_image(baseline, baseline_name)
     followup = check_image(followup, followup_name)
-    mask_bl = brain_mask(baseline, "FLAIR", name=baseline_name)
+    # with its template fit, which lesion location reuses (pmlseg.characterise.location.register_to_template)
+    mask_bl = brain_mask(baseline, "FLAIR", name=baseline_name, return_transform=True)[0]
     timings["brain_mask_s"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     if transform is None:

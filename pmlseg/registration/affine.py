@@ -22,7 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
-from pmlseg.registration.edges import LEVELS, SAME_SESSION_LEVELS, SAME_SESSION_MI, as_affine, refine_on_edges
+from pmlseg.registration.edges import (EVALUATIONS, LEVELS, SAME_SESSION_EVALUATIONS, SAME_SESSION_LEVELS, SAME_SESSION_MI, as_affine,
+                                       refine_on_edges)
 from pmlseg.registration.grid import smooth
 
 log = logging.getLogger(__name__)
@@ -316,7 +317,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
             names += ["scanner header"] if header else []
             mask = fm if fm is not None else head_foreground(f)
             ref = refine_on_edges(f, m, mask, starts, dof=6 if rigid_only else 12,
-                                  levels=SAME_SESSION_LEVELS if same_session else LEVELS)
+                                  levels=SAME_SESSION_LEVELS if same_session else LEVELS,
+                                  max_evaluations=SAME_SESSION_EVALUATIONS if same_session else EVALUATIONS)
             start = ref.transform
             stages.append({"stage": "edges", "dof": 6 if rigid_only else 12, "metric": -ref.agreement,
                            "start": names[ref.start],

@@ -108,7 +108,8 @@ def _build_template(modality: str, spacing_mm: float) -> tuple[sitk.Image, sitk.
     return tmpl, brain_1mm
 
 
-@by_image_content(maxsize=2)  # a patient's detection job asks for its rebaseline's mask once per follow-up
+# a patient's detection job asks for its rebaseline's mask once per follow-up, and its lesion location for the fit
+@by_image_content(maxsize=2, ignore=("name",))
 def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image",
                return_transform: bool = False, finest_mm: float = 2.0):
     """Binary brain mask (UInt8, on ``image``'s grid) from the ICBM152 template registered to ``image``.

@@ -31,6 +31,18 @@ def res(rule, key, default):
     return RES.get(rule, {}).get(key, default)
 
 
+def shared_threads(rule, default, jobs):
+    """``rule``'s configured threads, but on this machine at most an even share of --cores among its ``jobs()``
+    (e.g. one detection per patient). Why: a detection job keeps ~1.4 of 2 threads busy (numpy, Python, the
+    network in between), so on 2 cores two patients' detections side by side on one core each finish
+    sooner than one after the other on two (docs/benchmarks.md, session 11); a lone patient still gets all.
+    Cluster jobs (SLURM) ask for the configured number."""
+    want = res(rule, "threads", default)
+    if not workflow.local_exec or workflow.remote_exec:
+        return want
+    return max(1, min(want, workflow.cores // max(1, jobs())))
+
+
 @functools.lru_cache(maxsize=None)
 def dicom_state(path):
     """Cheap fingerprint of the DICOM export: every folder's name and mtime (adding a file changes its

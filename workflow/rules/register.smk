@@ -33,7 +33,7 @@ rule register:
         P("logs/register/{sub}_{ses}.log"),
     benchmark:
         P("benchmarks/register/{sub}_{ses}.tsv")
-    threads: res("register", "threads", 2)
+    threads: lambda w: shared_threads("register", 2, lambda: sum(len(followups(s)) for s in subjects()))
     resources:
         mem_mb=res("register", "mem_mb", 3000),
         runtime=res("register", "runtime", 30),
