@@ -42,6 +42,20 @@ def test_missing_followup_is_a_clear_error(tmp_path, shared_data):
     assert not (tmp_path / "o").exists()
 
 
+
+def test_corrupt_optional_input_is_a_clear_error_before_any_work(tmp_path, shared_data):
+    """A T1 that is not an image: one line naming it, exit 65, nothing written (checked before registration)."""
+    d = shared_data / "ljubljana-longitudinal/patient01"
+    bad = tmp_path / "sub-001_ses-02_T1w.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not a NIfTI at all")
+    r = subprocess.run([sys.executable, "-m", "pmlseg", "detect", "--baseline", str(d / "study1_FLAIR.nii.gz"),
+                        "--followup", str(d / "study2_FLAIR.nii.gz"), "--followup-t1", str(bad),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 65, r.stderr[-2000:]
+    err = [ln for ln in r.stderr.splitlines() if ln.strip() and " INFO " not in ln]  # the model load is logged first
+    assert len(err) == 1 and str(bad) in err[0] and "--followup-t1 cannot be read" in err[0], r.stderr
+    assert not (tmp_path / "o").exists()
+
 def test_working_grid_is_lps_1mm_in_plane_same_extent():
     img = sitk.Image([100, 80, 20], sitk.sitkFloat32)
     img.SetSpacing([0.5, 0.5, 4.0])

@@ -253,6 +253,13 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
             raise PmlsegError(f"unknown optional input {k!r}")
         if not Path(v).is_file():
             raise PmlsegError(f"{v}: --{k.replace('_', '-')} file not found")
+        reader = sitk.ImageFileReader()  # the header only: a corrupt file is refused before any work
+        reader.SetFileName(str(v))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise PmlsegError(f"{v}: --{k.replace('_', '-')} cannot be read as an image "
+                              f"({str(exc).strip().splitlines()[-1][:120]})") from None
     fu_img = read_image(followup, "follow-up FLAIR")
     if pair is None:
         bl_img = read_image(baseline, "rebaseline FLAIR")
