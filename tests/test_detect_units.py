@@ -42,7 +42,6 @@ def test_missing_followup_is_a_clear_error(tmp_path, shared_data):
     assert not (tmp_path / "o").exists()
 
 
-
 def test_corrupt_optional_input_is_a_clear_error_before_any_work(tmp_path, shared_data):
     """A T1 that is not an image: one line naming it, exit 65, nothing written (checked before registration)."""
     d = shared_data / "ljubljana-longitudinal/patient01"
@@ -55,6 +54,7 @@ def test_corrupt_optional_input_is_a_clear_error_before_any_work(tmp_path, share
     err = [ln for ln in r.stderr.splitlines() if ln.strip() and " INFO " not in ln]  # the model load is logged first
     assert len(err) == 1 and str(bad) in err[0] and "--followup-t1 cannot be read" in err[0], r.stderr
     assert not (tmp_path / "o").exists()
+
 
 def test_working_grid_is_lps_1mm_in_plane_same_extent():
     img = sitk.Image([100, 80, 20], sitk.sitkFloat32)

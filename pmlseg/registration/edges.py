@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 # (grid spacing mm in FIXED's fine axes, Gaussian sigma mm): coarse level for capture, fine for accuracy
 LEVELS = ((3.0, 2.0), (1.5, 1.5))
-EVALUATIONS = (60, 150)  # Powell's budget per level (the fine level refines what the coarse one captured)
+# Powell's budget per level: the coarse level only has to capture (it hit 150 every time), the fine one converges
+# (60 at 3 mm since session 11: docs/registration.md "Session 11")
+EVALUATIONS = (60, 150)
 # series of one session (rigid, from the scanner header: `register_affine(init="identity", rigid_only=True)`):
 # no mutual-information stages (SAME_SESSION_MI is empty), both edge levels from the header alone.  On the
 # 9 real intra-visit T1W/T2W -> FLAIR pairs (issue 17, in process, brain-masked) this is within +0.05 mm of
@@ -36,7 +38,7 @@ EVALUATIONS = (60, 150)  # Powell's budget per level (the fine level refines wha
 # patient03 study1 T2W), 80 evaluations per level or a 300,000-voxel grid (+0.12-0.22 mm on patient03).
 # Whole `pmlseg register` processes: within +0.07 mm (docs/benchmarks.md "Session 10")
 SAME_SESSION_LEVELS = LEVELS
-SAME_SESSION_EVALUATIONS = (60, 150)  # Powell's budget per level: the coarse level only captures (session 11)
+SAME_SESSION_EVALUATIONS = EVALUATIONS
 SAME_SESSION_MI: tuple[float, ...] = ()
 # parameter units: radians / fraction for rotation, scale and shear, mm for translation
 _SCALE = np.array([0.01] * 3 + [1.0] * 3 + [0.01] * 6)
@@ -124,11 +126,10 @@ def _gradients(arr: np.ndarray, spacing, axes) -> list[np.ndarray]:
 
 def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
                     starts: list[sitk.Transform], *, dof: int = 12, levels=LEVELS,
-                    max_evaluations: int | tuple[int, ...] = 150) -> EdgeRefinement:
+                    max_evaluations: tuple[int, ...] = EVALUATIONS) -> EdgeRefinement:
     """Refine the best of ``starts`` (FIXED->MOVING transforms) by maximising edge agreement inside
     ``mask`` (UInt8 on FIXED's grid); ``dof`` 6 = rigid change, 12 = affine change.  The start with the
-    best agreement at the coarse level is refined; ``max_evaluations`` per level (one number for all, or
-    one per level) bounds the time."""
+    best agreement at the coarse level is refined; ``max_evaluations`` (one per level) bounds the time."""
     if dof not in (6, 12):
         raise ValueError("dof must be 6 or 12")
     t0 = time.perf_counter()
@@ -137,8 +138,7 @@ def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
     cands = [as_affine(s, centre) for s in starts]
     axes = _edge_axes(fixed)
     evaluations, chosen, agreement = 0, 0, 0.0
-    budgets = [max_evaluations] * len(levels) if isinstance(max_evaluations, int) else list(max_evaluations)
-    for li, (spacing, sigma) in enumerate(levels):
+    for li, ((spacing, sigma), budget) in enumerate(zip(levels, max_evaluations, strict=True)):
         grid = _work_grid(fixed, mask, spacing)
         # FIXED is only sampled inside the mask's box: smooth just that (and the Gaussian's reach)
         sig = _in_plane_sigmas(fixed, sigma)
@@ -172,7 +172,7 @@ def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
         # the cost (finite-difference L-BFGS-B needed 2-3x the evaluations in a one-off comparison)
         res = optimize.minimize(cost, np.zeros(dof), args=(cands[chosen],), method="Powell",
                                 bounds=[(-_BOUND, _BOUND)] * dof,
-                                options={"xtol": 0.2, "ftol": 1e-5, "maxfev": budgets[li]})
+                                options={"xtol": 0.2, "ftol": 1e-5, "maxfev": budget})
         evaluations += res.nfev
         cands[chosen] = _delta(cands[chosen], res.x)
         agreement = -float(res.fun)

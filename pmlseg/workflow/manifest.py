@@ -165,6 +165,7 @@ class ManifestIndex:
     rebaselines: dict[str, dict] = field(default_factory=dict)           # subject -> its rebaseline row
     followups: dict[str, list[dict]] = field(default_factory=dict)       # subject -> follow-up rows, in order
     subjects: list[str] = field(default_factory=list)
+    n_followups: int = 0                                                  # follow-up visits, all subjects
 
     def __post_init__(self):
         for r in self.rows:
@@ -174,6 +175,7 @@ class ManifestIndex:
             elif r["role"] == "follow-up":
                 self.followups.setdefault(r["subject"], []).append(r)
         self.subjects = sorted({r["subject"] for r in self.rows})
+        self.n_followups = sum(len(v) for v in self.followups.values())
 
 
 _INDEX: dict[str, tuple[tuple[int, int], ManifestIndex]] = {}

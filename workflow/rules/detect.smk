@@ -55,7 +55,7 @@ rule detect:
         P("logs/detect_patient/{sub}.log"),
     benchmark:
         P("benchmarks/detect/{sub}.tsv")
-    threads: lambda w: shared_threads("detect", 2, lambda: sum(1 for s in subjects() if followups(s)))
+    threads: lambda w: shared_threads("detect", 2, lambda: len(manifest().followups))  # one job per patient with follow-ups
     resources:
         mem_mb=res("detect", "mem_mb", 8000),
         runtime=lambda w: res("detect", "runtime", 60) * max(1, len(detect_cases(w.sub))),
