@@ -18,6 +18,7 @@ import pkgutil
 import sys
 
 from pmlseg import __version__
+from pmlseg.allocator import keep_freed_memory
 from pmlseg.errors import EXIT_CRASH, PmlsegError
 from pmlseg.logs import setup_logging
 
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.log_level, args.log_file)
+    keep_freed_memory()
     try:
         if os.environ.get("PMLSEG_TEST_CRASH") == args.command:
             raise RuntimeError(f"injected crash in `pmlseg {args.command}` (PMLSEG_TEST_CRASH)")

@@ -170,10 +170,13 @@ def test_interrupted_run_resumes(cohort, tmp_path):
 def test_cores_are_honoured(cohort, tmp_path):
     """`--cores 1` runs one job at a time. Snakemake 8.x-9.16 did not count the cores of a job that was the only
     one ready (the ingest checkpoint, a lone detection) but gave them back when it ended, so after ingest two
-    patients' registrations ran at once on one core (pyproject.toml pins snakemake >= 9.17)."""
+    patients' registrations ran at once on one core (pyproject.toml pins snakemake >= 9.17).  With
+    `preprocess=true` (off by default since session 12), so the preprocessing stage runs for real somewhere."""
     out = tmp_path / "out"
-    p = _run("run", str(cohort / "dicom"), str(out), "--cores", "1", *FAST)
+    p = _run("run", str(cohort / "dicom"), str(out), "--cores", "1", "--config", "preprocess=true", *FAST[2:])
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
+    preprocessed = sorted(out.rglob("*_desc-preproc_FLAIR.nii"))
+    assert len(preprocessed) == len(list((out / "benchmarks" / "preprocess").glob("*.tsv"))) >= 4, preprocessed
     spans = []  # (start, end, job) from each job's benchmark file: written as the job ends, holding its seconds
     for f in (out / "benchmarks").rglob("*.tsv"):
         seconds = float(_tsv(f)[-1]["s"])

@@ -159,7 +159,8 @@ def test_dry_run_plans_one_detection_job_per_patient(tmp_path):
             break
         rule, n = line.split()
         counts[rule] = int(n)
-    assert counts["detect"] == 5 and counts["register"] == 15 and counts["preprocess"] == 20
+    # raw FLAIRs are registered by default (configs/config.yaml `preprocess: false`): no preprocessing jobs
+    assert counts["detect"] == 5 and counts["register"] == 15 and "preprocess" not in counts
     assert counts["track"] == 5 and counts["chain_previous"] == 10
 
 
@@ -170,7 +171,7 @@ def test_slurm_profile_submits_one_group_job_per_patient(tmp_path):
     from pmlseg.workflow.snakemake_runner import snakemake_command
 
     dicom, out = fake_ingest(tmp_path, 3, 3)
-    cmd = snakemake_command(dicom, out, dry_run=True)
+    cmd = snakemake_command(dicom, out, dry_run=True, config=["preprocess=true"])  # the group with every stage
     cmd[cmd.index("--workflow-profile") + 1] = str(REPO / "workflow" / "profiles" / "slurm")
     p = subprocess.run([*cmd, "--executor", "slurm", "--jobs", "4", "--slurm-no-account"], capture_output=True,
                        text=True, timeout=300)

@@ -8,9 +8,9 @@ DESCRIPTION = """\
 Runs the Snakemake workflow shipped with pmlseg (Snakefile + workflow/rules/*.smk; the same one
 `snakemake --cores N` runs from the repository root with configs/config.yaml) on DICOM_DIR:
 
-  ingest (checkpoint: BIDS + manifest.tsv) -> per-visit preprocessing -> registration of every
-  follow-up to the patient's rebaseline -> detection against the rebaseline and the previous visit
-  -> lesion tracking across visits -> cohort index
+  ingest (checkpoint: BIDS + manifest.tsv) -> registration of every follow-up FLAIR to the patient's
+  rebaseline (raw FLAIRs; --config preprocess=true adds N4 preprocessing per visit first) -> detection
+  against the rebaseline and the previous visit -> lesion tracking across visits -> cohort index
 
 and writes into OUT_DIR: the BIDS dataset, derivatives/pmlseg/..., sessions.tsv, lesions.tsv,
 identity.tsv (the only file with identifiers) and index.html (open it in a browser). Logs are in

@@ -50,8 +50,10 @@ def lesion_figure(lesion_id: int, labels: sitk.Image, images: dict[str, sitk.Ima
                 ax.contour(msk.astype(float), [0.5], colors="#ff3030", linewidths=0.8)
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"{title} – {vname}", fontsize=7)
-    fig.suptitle(f"Lesion {lesion_id}", fontsize=9)
-    fig.tight_layout()
+    height = 2.5 * len(rows)
+    fig.suptitle(f"Lesion {lesion_id}", fontsize=9, y=1 - 0.12 / height)
+    # fixed margins (inches): tight_layout drew every figure once more to measure its titles (~0.15 s per lesion)
+    fig.subplots_adjust(left=0.03, right=0.97, bottom=0.1 / height, top=1 - 0.5 / height, wspace=0.08, hspace=0.14)
     return fig
 
 

@@ -10,7 +10,8 @@ def visit_dir(sub: str, ses: str) -> str:
 
 
 def preproc_flair(sub: str, ses: str) -> str:
-    return f"{visit_dir(sub, ses)}/preproc/{sub}_{ses}_desc-preproc_FLAIR.nii.gz"
+    # uncompressed: gzip shrinks a float32 N4 output by ~10 % and costs ~1 s per write (docs/benchmarks.md)
+    return f"{visit_dir(sub, ses)}/preproc/{sub}_{ses}_desc-preproc_FLAIR.nii"
 
 
 def brain_mask(sub: str, ses: str) -> str:
