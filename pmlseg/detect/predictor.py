@@ -267,8 +267,10 @@ class Predictor:
         from pmlseg.registration.grid import bounding_box
 
         out = np.zeros(bl.shape, np.float32)
-        # only the brain's bounding box (+ margin) and slices that contain brain: outside is 0 anyway
-        box = bounding_box(mask if mask is not None else (bl != 0) | (fu != 0), margin=(16, 16, 1))
+        # only the brain's bounding box (+ margin) and slices that contain brain: outside is 0 anyway.  8 voxels
+        # (16 before session 12): most adult brains then fit one 192 x 192 window per slice instead of two
+        # overlapping ones (real pairs 13 -> 7 s, operating point unchanged: docs/detection.md "Session 12")
+        box = bounding_box(mask if mask is not None else (bl != 0) | (fu != 0), margin=(8, 8, 1))
         if box is None:
             return out
         if exact_above is None:
