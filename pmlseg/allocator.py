@@ -4,13 +4,12 @@ Why: registration, resampling and the network allocate and free arrays of 1-30 M
 case.  glibc serves such blocks with mmap and unmaps them on free, so every new array is faulted in page
 by page again: a detection case took 3.3 M page faults and 11 s of its 70 s in the kernel (2-core dev
 machine, docs/benchmarks.md "Session 12").  Serving blocks up to 32 MB (glibc's maximum) from the heap
-and never trimming it cut that to 0.6 M faults and 2.6 s, peak memory +13 %.  Other C libraries: a no-op.
+and never trimming it cut that to 0.5 M faults and 2.6 s, peak memory +12 %.  Other C libraries: a no-op.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -24,10 +23,8 @@ TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 def keep_freed_memory() -> bool:
     """Apply the settings to this process (True if glibc took them all)."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the interpreter's own symbols, libc's among them
     except (OSError, AttributeError, TypeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
