@@ -56,6 +56,48 @@ def test_corrupt_optional_input_is_a_clear_error_before_any_work(tmp_path, share
     assert not (tmp_path / "o").exists()
 
 
+def test_truncated_optional_input_is_never_used(tmp_path, shared_data):
+    """A T2 cut off after a third of its voxels: ITK reads it (zeros after the cut), so its registration QC,
+    run in a thread beside the pair, must refuse it: exit 0, the T2 not resampled, its features NA with why."""
+    import gzip
+    import json
+
+    from pmlseg.workflow.manifest import read_tsv
+
+    d = shared_data / "ljubljana-longitudinal/patient01"
+    bad = tmp_path / "sub-001_ses-02_T2w.nii.gz"
+    raw = gzip.decompress((d / "study2_T2W.nii.gz").read_bytes())
+    bad.write_bytes(gzip.compress(raw[: len(raw) // 3]))
+    out = tmp_path / "o"
+    r = subprocess.run([sys.executable, "-m", "pmlseg", "detect", "--baseline", str(d / "study1_FLAIR.nii.gz"),
+                        "--followup", str(d / "study2_FLAIR.nii.gz"), "--followup-t2", str(bad),
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((out / "qc.json").read_text())["input_registrations"]["followup_t2"]["passed"] is False
+    assert not (out / "baseline_space" / "followup_T2w.nii.gz").exists()
+    rows = read_tsv(out / "lesions.tsv")
+    assert rows and all(r["t2_ratio"] == "" and "followup T2w registration failed QC" in r["missing_features"]
+                        for r in rows)
+
+
+def test_unloadable_weights_are_named_when_the_network_is_first_used(tmp_path):
+    """The network loads in a background thread; weights that match their checksum but are not a state dict
+    fail at first use with the file named, never a silent fallback."""
+    import json
+
+    from pmlseg.detect.train import sha256
+
+    model = tmp_path / "m"
+    shutil.copytree(resolve_model(DEFAULT_MODEL), model)
+    (model / "model.pt").write_bytes(b"checksummed, but not weights")
+    meta = json.loads((model / "metadata.json").read_text())
+    (model / "metadata.json").write_text(json.dumps({**meta, "sha256": sha256(model / "model.pt")}))
+    pred = Predictor(model, "cpu")  # metadata, checksum and config are checked here; the weights load behind
+    assert pred.config["roi_size"] and pred.sha256 == sha256(model / "model.pt")
+    with pytest.raises(PmlsegError, match=r"m/model\.pt: cannot load weights"):
+        pred.probability(np.ones((8, 8, 3), np.float32), np.ones((8, 8, 3), np.float32))
+
+
 def test_working_grid_is_lps_1mm_in_plane_same_extent():
     img = sitk.Image([100, 80, 20], sitk.sitkFloat32)
     img.SetSpacing([0.5, 0.5, 4.0])

@@ -62,3 +62,21 @@ def test_stable_followup_sr_records_no_new_lesion_and_no_seg(tmp_path):
     if shutil.which("dciodvfy"):  # dicom3tools: CI installs it (tests above require it)
         res = subprocess.run(["dciodvfy", str(paths["sr"])], capture_output=True, text=True, timeout=60)
         assert not [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
+
+
+def test_a_series_encoded_ahead_is_written_as_is_and_refused_for_another_pseudonym(tmp_path):
+    """The pipeline encodes the derived series in a thread before detection ends: those bytes are what is written,
+    and a series encoded for another pseudonym (or image) is refused rather than mislabelling the SEG/SR."""
+    from pmlseg.errors import PmlsegError
+    from pmlseg.report.dicom_outputs import encode_derived_series
+
+    labels, imgs = _case()
+    ahead = encode_derived_series(imgs["flair_bl"], "sub-001")
+    paths = write_dicom_outputs(tmp_path / "a", labels, imgs["flair_bl"], score_pml([MS, PML]), "sub-001", ahead)
+    written = sorted(paths["derived"].glob("*.dcm"))
+    assert [p.read_bytes() for p in written] == [b for _, b in ahead]
+    seg = hd.seg.segread(paths["seg"])
+    assert {r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= \
+        {ds.SOPInstanceUID for ds, _ in ahead}
+    with pytest.raises(PmlsegError, match="another image or pseudonym"):
+        write_dicom_outputs(tmp_path / "b", labels, imgs["flair_bl"], score_pml([MS, PML]), "sub-002", ahead)

@@ -164,23 +164,41 @@ def intra_visit_transform(flair, img, *, fixed_name: str, moving_name: str):
                            moving_name=moving_name).transform
 
 
-def resample_optional(pair, path: str | Path, visit: str, kind: str, followup_flair, flair_brain):
-    """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit:
-    same-session rigid registration to that visit's FLAIR, checked with the follow-up registration's QC,
-    composed with the baseline->follow-up transform for follow-up images. DWI: first volume (b0).
+def read_optional(path: str | Path):
+    """An optional image as float32 3D (DWI: its first volume, b0)."""
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    if img.GetDimension() == 4:
+        size = list(img.GetSize())
+        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
+    return sitk.Cast(img, sitk.sitkFloat32)
+
+
+def register_optional(optional: dict, flairs: dict) -> dict:
+    """{key: (image, same-session transform)} for every optional image: read and registered to its visit's
+    FLAIR (``flairs[visit]``). Needs neither the pair nor the network, so ``_run_case`` runs it in a thread
+    beside them (SimpleITK releases the GIL): ~8 s of a lone follow-up's job with T1, T2 and DWI."""
+    done = {}
+    for k, path in optional.items():
+        visit, kind = OPTIONAL[k]
+        img = read_optional(path)
+        done[k] = img, intra_visit_transform(flairs[visit], img, fixed_name=f"{visit} FLAIR",
+                                             moving_name=f"{visit} {kind}")
+    return done
+
+
+def resample_optional(pair, img, intra, visit: str, kind: str, followup_flair, flair_brain):
+    """(image on the rebaseline FLAIR grid or None, registration QC) for an optional image of either visit,
+    given its same-session rigid registration to that visit's FLAIR (``register_optional``): checked with the
+    follow-up registration's QC, composed with the baseline->follow-up transform for follow-up images.
     A failed QC gives None: the features it feeds stay NA instead of being measured on the wrong anatomy.
     ``flair_brain``: ``_flair_brain(pair, visit, followup_flair)``, computed once per visit by the caller."""
     import SimpleITK as sitk
 
     from pmlseg.registration.qc import registration_qc
 
-    img = sitk.ReadImage(str(path))
-    if img.GetDimension() == 4:
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
-    img = sitk.Cast(img, sitk.sitkFloat32)
     flair = pair.baseline if visit == "baseline" else followup_flair
-    intra = intra_visit_transform(flair, img, fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     qc = registration_qc(flair, img, intra, fixed_mask=flair_brain,
                          fixed_name=f"{visit} FLAIR", moving_name=f"{visit} {kind}")
     if not qc.passed:
@@ -238,13 +256,11 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
 
 def _run_case(baseline, followup, out: Path, *, predictor, method, followup_transform, optional,
               allow_qc_failure, report, pair) -> CaseResult:
+    from concurrent.futures import Future, ThreadPoolExecutor, wait
+
     import SimpleITK as sitk
 
-    from pmlseg.atomic import write_nifti, write_text
-    from pmlseg.tables import write_tsv
-    from pmlseg.detect import postprocess
-    from pmlseg.detect.network import DEFAULT_CONFIG
-    from pmlseg.detect.predictor import from_array, prepare_pair, read_image
+    from pmlseg.detect.predictor import cores_owned, read_image
 
     t0, c0 = time.perf_counter(), time.process_time()
     optional = {k: v for k, v in (optional or {}).items() if v}
@@ -261,8 +277,41 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
             raise PmlsegError(f"{v}: --{k.replace('_', '-')} cannot be read as an image "
                               f"({str(exc).strip().splitlines()[-1][:120]})") from None
     fu_img = read_image(followup, "follow-up FLAIR")
+    bl_img = pair.baseline if pair is not None else read_image(baseline, "rebaseline FLAIR")
+    # work that needs neither the pair nor the network (the optional images' same-session registrations, the
+    # report's DICOM derived series) runs in a thread beside them when the job owns more than one core
+    flairs = {"baseline": bl_img, "followup": fu_img}
+    registered, derived = Future(), None
+    if cores_owned() > 1:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="case-inputs")
+        registered = pool.submit(register_optional, optional, flairs)
+        if report:
+            from pmlseg.report.dicom_outputs import encode_derived_series
+
+            pseudonym = bids_header(followup).get("subject") or "pseudonymised"  # as characterise_and_report's
+            derived = pool.submit(encode_derived_series, bl_img, pseudonym)
+        pool.shutdown(wait=False)
+    else:
+        registered.set_result(register_optional(optional, flairs))
+    try:
+        return _detect_and_report(baseline, followup, out, bl_img, fu_img, registered, derived, t0, c0,
+                                  predictor=predictor, method=method, followup_transform=followup_transform,
+                                  optional=optional, allow_qc_failure=allow_qc_failure, report=report, pair=pair)
+    finally:
+        wait([f for f in (registered, derived) if f is not None])  # a failed case leaves no thread behind it
+
+
+def _detect_and_report(baseline, followup, out: Path, bl_img, fu_img, registered, derived, t0, c0, *, predictor, method,
+                       followup_transform, optional, allow_qc_failure, report, pair) -> CaseResult:
+    import SimpleITK as sitk
+
+    from pmlseg.atomic import write_nifti, write_text
+    from pmlseg.tables import write_tsv
+    from pmlseg.detect import postprocess
+    from pmlseg.detect.network import DEFAULT_CONFIG
+    from pmlseg.detect.predictor import from_array, prepare_pair
+
     if pair is None:
-        bl_img = read_image(baseline, "rebaseline FLAIR")
         tfm = read_transform(followup_transform) if followup_transform else None
         cfg = predictor.config if predictor is not None else DEFAULT_CONFIG
         pair = prepare_pair(bl_img, fu_img, tfm, baseline_name=str(baseline), followup_name=str(followup),
@@ -309,11 +358,12 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
         t = time.perf_counter()
         qc["input_registrations"] = {}
         brains = {}  # each visit's FLAIR brain, shared by its images' QC
+        loaded = registered.result()
         for k, v in optional.items():
             visit, kind = OPTIONAL[k]
             if visit not in brains:
                 brains[visit] = _flair_brain(pair, visit, fu_img)
-            img, reg_qc = resample_optional(pair, v, visit, kind, fu_img, brains[visit])
+            img, reg_qc = resample_optional(pair, *loaded[k], visit, kind, fu_img, brains[visit])
             qc["input_registrations"][k] = _qc_record(reg_qc)
             if img is None:
                 log.warning("%s: not used, its features stay NA", reg_qc.reason)
@@ -365,7 +415,8 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
         header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session"),
                   "report_id": qc["report_id"]}
         result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header, priors=priors,
-                                              unavailable=unavailable, columns=LESION_COLUMNS, crop_mask=brain)
+                                              unavailable=unavailable, columns=LESION_COLUMNS, crop_mask=brain,
+                                              derived_series=derived.result() if derived is not None else None)
         qc["dicom"] = {"sr": "dicom/sr.dcm", "seg": "dicom/seg.dcm" if rows else None}
         if not rows:
             qc["dicom"]["seg_reason"] = NO_SEG_REASON

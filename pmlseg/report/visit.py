@@ -64,14 +64,15 @@ def characterise_and_report(out_dir, labels, detected: list[dict], images: dict,
                             header: dict | None = None, identified: bool = False, dicom: bool = True,
                             brain_mask=None, crop_mask=None, priors=None,
                             unavailable: dict[str, str] | None = None,
-                            columns: list[str] | None = None) -> list[dict]:
+                            columns: list[str] | None = None, derived_series: list | None = None) -> list[dict]:
     """Characterise and score the detected lesions, then write lesions.tsv, report.html/.pdf and DICOM.
 
     ``labels``: label map on the rebaseline grid (value i = row i of ``detected``); ``images``: 'flair_bl',
     'flair_fu' and optional 't1_fu', 't1ce_fu', 'dwi_fu', 't2_fu', all on that grid; ``crop_mask`` (else
     ``brain_mask``): the brain the report's viewer is cropped to. ``priors`` (the checked template fit),
     ``unavailable`` (optional image -> why not used) go to characterise_lesions; ``columns`` are the
-    detection columns of a header-only lesions.tsv. Returns the merged rows (each with the full feature
+    detection columns of a header-only lesions.tsv; ``derived_series``: the DICOM derived series already
+    encoded (dicom_outputs.encode_derived_series), else encoded here. Returns the merged rows (each with the full feature
     dict under 'features').
     """
     from pmlseg.characterise import characterise_lesions, load_rules, score_pml
@@ -93,7 +94,7 @@ def characterise_and_report(out_dir, labels, detected: list[dict], images: dict,
         from pmlseg.report.dicom_outputs import write_dicom_outputs
 
         pseudonym = (header or {}).get("subject") or "pseudonymised"
-        write_dicom_outputs(out, labels, images["flair_bl"], report_lesions, pseudonym)
+        write_dicom_outputs(out, labels, images["flair_bl"], report_lesions, pseudonym, derived_series)
     high = sum(r.get("pml_suspicion") == "high" for r in rows)
     log.info("characterised %d lesion(s); %d with high PML suspicion", len(rows), high)
     return rows
