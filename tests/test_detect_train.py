@@ -88,3 +88,23 @@ def test_fine_slice_pair_covers_the_same_brain_on_finer_slices():
     assert b["label"].any() and not (b["label"] & ~b["mask"]).any()
     for p in (a, b):  # both visits normalised to median brain 1
         assert abs(np.median(p["bl"][p["mask"]].astype(np.float32)) - 1) < 0.02
+
+
+def test_real_lesions_inpainted_out_of_the_baseline_become_new():
+    """real_as_new: the brain's own lesion is filled from the tissue around it at baseline (within its noise) and
+    labelled new; the follow-up keeps the lesion as it is, and without the option nothing of it is labelled."""
+    from pmlseg.detect.pairs import Source, insert_lesions
+
+    rng = np.random.default_rng(0)
+    g = np.indices((48, 48, 48)).astype(np.float32) - 24
+    mask = np.sqrt((g ** 2).sum(0)) <= 22
+    image = np.where(mask, rng.normal(1.0, 0.03, mask.shape), 0).astype(np.float32)
+    lesion = np.sqrt(((g - np.array([6, 0, 0])[:, None, None, None]) ** 2).sum(0)) <= 3.5  # 179 voxels
+    image[lesion] = 1.5
+    src = Source("ball", image, mask, lesion, np.argwhere(mask & ~lesion)[::50])
+    bl, fu, new, added = insert_lesions(src, np.random.default_rng(1), [], real_as_new=1.0)
+    assert new[lesion].all() and abs(float(bl[lesion].mean()) - 1.0) < 0.05 and bl[lesion].std() < 0.05
+    assert np.allclose(fu[lesion] / fu[lesion].mean(), 1.0) and fu[lesion].mean() > 1.4  # kept, at most rescaled
+    assert float(added[lesion].mean()) > 0.4
+    _, _, new_off, _ = insert_lesions(src, np.random.default_rng(1), [], real_as_new=None)
+    assert not new_off[lesion].any()

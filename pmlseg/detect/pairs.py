@@ -148,13 +148,51 @@ def _fill(img: np.ndarray, m: np.ndarray, rng: np.random.Generator, contrast: fl
     return img
 
 
-def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray]):
+def _inpaint(img: np.ndarray, region: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``img`` (in place) with ``region`` and a 1-voxel rim filled from the brain around it (normalised
+    convolution, sigma 3 mm) plus fine noise of the surrounding tissue's spread: a pseudo-healthy baseline of a
+    real lesion (Basaran 2022), so the follow-up shows the lesion's own texture and border as new."""
+    objs = ndi.find_objects(region.astype(np.uint8))
+    if not objs or objs[0] is None:
+        return img
+    sl = tuple(slice(max(0, s.start - 10), s.stop + 10) for s in objs[0])
+    r = ndi.binary_dilation(region[sl], iterations=1)
+    w = (mask[sl] & ~r).astype(np.float32)
+    sub = img[sl]
+    est = ndi.gaussian_filter(sub * w, 3.0) / np.maximum(ndi.gaussian_filter(w, 3.0), 1e-3)
+    ring = ndi.binary_dilation(r, iterations=3) & ~r & mask[sl]
+    spread = float(np.std(sub[ring])) if ring.any() else 0.05
+    noise = ndi.gaussian_filter(rng.normal(size=sub.shape).astype(np.float32), 0.7)
+    noise *= 0.5 * spread / (noise.std() + 1e-6)
+    sub[r] = (est + noise)[r] * mask[sl][r]
+    return img
+
+
+def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], real_as_new: float | None = None):
     """Return (bl_1mm, fu_1mm, new_1mm, added_1mm) with lesion changes inserted on the 1 mm source grid;
-    ``added`` is the follow-up brightening the new and enlarging lesions caused (for the visibility label)."""
+    ``added`` is the follow-up brightening the new and enlarging lesions caused (for the visibility label).
+    ``real_as_new``: with this probability, 1-3 of the brain's own lesions (10-3000 voxels) are inpainted out of
+    the baseline (``_inpaint``) and labelled new: real lesion appearance as the positive example."""
     bl = src.image.copy()
     fu = src.image.copy()
     new = np.zeros(src.mask.shape, bool)
     added = np.zeros(src.mask.shape, np.float32)
+    lab, n = ndi.label(src.lesions)
+    objs = ndi.find_objects(lab)
+    inpainted: set[int] = set()
+    if real_as_new and n and rng.random() < real_as_new:
+        sizes = ndi.sum_labels(np.ones(lab.shape, np.uint8), lab, index=np.arange(1, n + 1))
+        ok = [i + 1 for i in range(n) if 10 <= sizes[i] <= 3000]
+        for i in rng.permutation(ok)[: rng.integers(1, 4)] if ok else []:
+            comp = lab == i
+            before = float(bl[comp].mean())
+            _inpaint(bl, comp, src.mask, rng)
+            if before - float(bl[comp].mean()) < 0.1:  # not brighter than what replaced it: not a visible change
+                bl[comp] = fu[comp]
+                continue
+            added[comp] += np.clip(fu[comp] - bl[comp], 0, None)
+            new |= comp
+            inpainted.add(int(i))
     occupied = src.lesions.copy()
     n_new = rng.choice([0, 1, 2, 3, 4, 6, 8], p=[0.06, 0.2, 0.2, 0.18, 0.16, 0.12, 0.08])
     n_stable = rng.integers(0, 5)
@@ -186,10 +224,10 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
             if rng.random() < 0.5:
                 fu = _fill(fu, ndi.binary_erosion(m, iterations=2), rng, contrast)
     # enlarging: grow some existing lesions of the real brain at follow-up
-    lab, n = ndi.label(src.lesions)
-    objs = ndi.find_objects(lab)
     if n:
         for i in rng.permutation(n)[: rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])] + 1:
+            if int(i) in inpainted:
+                continue
             sl = objs[i - 1]
             sl = tuple(slice(max(0, s.start - 8), s.stop + 8) for s in sl)
             comp = lab[sl] == i
@@ -274,7 +312,7 @@ def cortical_ribbon(src: Source, depth_mm: float = 5.0) -> np.ndarray:
 
 
 def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], visible_change: float | None = None,
-              ribbon_gain: float | None = None, slice_mm: float | None = None) -> dict:
+              ribbon_gain: float | None = None, slice_mm: float | None = None, real_as_new: float | None = None) -> dict:
     """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick).
 
     ``slice_mm``: the working grid has this slice spacing instead of the baseline's (the predictor's
@@ -287,8 +325,9 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     ``ribbon_gain``: with probability 0.6 the follow-up's cortical ribbon is scaled by a factor between
     1 - gain/2 and 1 + gain (before acquisition): a scanner change alters grey-matter FLAIR contrast as a
     whole, which a global intensity curve cannot mimic and the detector must learn to ignore.
+    ``real_as_new``: see insert_lesions (real lesions inpainted out of the baseline, labelled new).
     """
-    bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes)
+    bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes, real_as_new)
     if ribbon_gain and rng.random() < 0.6:
         w = cortical_ribbon(src).astype(np.float32)
         fu1 = fu1 * (1 + rng.uniform(-0.5 * ribbon_gain, ribbon_gain) * w)

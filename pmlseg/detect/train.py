@@ -44,6 +44,8 @@ DEFAULT_RECIPE = {
     # with 0.12 / 0.25 and not kept (docs/detection.md)
     "visible_change": None,
     "ribbon_gain": None,
+    # real lesions inpainted out of the baseline and labelled new (pairs.insert_lesions), session 13
+    "real_as_new": None,
     # a file written by pack_sources, used instead of the shared data (GPU machines without it)
     "sources_bundle": None,
 }
@@ -139,7 +141,7 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     rng = np.random.default_rng(worker_seed(recipe["seed"]))
     sources, shapes = load_sources(recipe, Path(shared))
     opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
-            "slice_mm": config.get("slice_mm")}
+            "slice_mm": config.get("slice_mm"), "real_as_new": recipe.get("real_as_new")}
     pool = [for_sampling(pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts))
             for i in range(recipe["pool_size"])]
     n = 0
