@@ -44,7 +44,8 @@ DEFAULT_RECIPE = {
     # with 0.12 / 0.25 and not kept (docs/detection.md)
     "visible_change": None,
     "ribbon_gain": None,
-    # real lesions inpainted out of the baseline and labelled new (pairs.insert_lesions), session 13
+    # real lesions inpainted out of the baseline and labelled new (pairs.insert_lesions); tried in session 13
+    # with 0.5 and not kept (docs/detection.md "Phase 6")
     "real_as_new": None,
     # a file written by pack_sources, used instead of the shared data (GPU machines without it)
     "sources_bundle": None,
