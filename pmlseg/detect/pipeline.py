@@ -178,7 +178,7 @@ def read_optional(path: str | Path):
 def register_optional(optional: dict, flairs: dict) -> dict:
     """{key: (image, same-session transform)} for every optional image: read and registered to its visit's
     FLAIR (``flairs[visit]``). Needs neither the pair nor the network, so ``_run_case`` runs it in a thread
-    beside them (SimpleITK releases the GIL): ~8 s of a lone follow-up's job with T1, T2 and DWI."""
+    beside them (pmlseg.background): ~8-11 s of a lone follow-up's job with T1, T2 and DWI."""
     done = {}
     for k, path in optional.items():
         visit, kind = OPTIONAL[k]
@@ -256,11 +256,12 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
 
 def _run_case(baseline, followup, out: Path, *, predictor, method, followup_transform, optional,
               allow_qc_failure, report, pair) -> CaseResult:
-    from concurrent.futures import Future, ThreadPoolExecutor, wait
+    from concurrent.futures import wait
 
     import SimpleITK as sitk
 
-    from pmlseg.detect.predictor import cores_owned, read_image
+    from pmlseg.background import worker
+    from pmlseg.detect.predictor import read_image
 
     t0, c0 = time.perf_counter(), time.process_time()
     optional = {k: v for k, v in (optional or {}).items() if v}
@@ -280,19 +281,15 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
     bl_img = pair.baseline if pair is not None else read_image(baseline, "rebaseline FLAIR")
     # work that needs neither the pair nor the network (the optional images' same-session registrations, the
     # report's DICOM derived series) runs in a thread beside them when the job owns more than one core
-    flairs = {"baseline": bl_img, "followup": fu_img}
-    registered, derived = Future(), None
-    if cores_owned() > 1:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="case-inputs")
-        registered = pool.submit(register_optional, optional, flairs)
-        if report:
-            from pmlseg.report.dicom_outputs import encode_derived_series
+    pool = worker("case-inputs")
+    registered = pool.submit(register_optional, optional, {"baseline": bl_img, "followup": fu_img})
+    derived = None
+    if report:
+        from pmlseg.report.dicom_outputs import encode_derived_series
 
-            pseudonym = bids_header(followup).get("subject") or "pseudonymised"  # as characterise_and_report's
-            derived = pool.submit(encode_derived_series, bl_img, pseudonym)
-        pool.shutdown(wait=False)
-    else:
-        registered.set_result(register_optional(optional, flairs))
+        pseudonym = bids_header(followup).get("subject") or "pseudonymised"  # as characterise_and_report's
+        derived = pool.submit(encode_derived_series, bl_img, pseudonym)
+    pool.shutdown(wait=False)
     try:
         return _detect_and_report(baseline, followup, out, bl_img, fu_img, registered, derived, t0, c0,
                                   predictor=predictor, method=method, followup_transform=followup_transform,

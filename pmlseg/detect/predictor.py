@@ -11,7 +11,6 @@ Build one ``Predictor`` per process and reuse it across cases (weights loaded an
 from __future__ import annotations
 
 import json
-import os
 import logging
 import time
 from dataclasses import dataclass, field
@@ -202,28 +201,17 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def cores_owned() -> int:
-    """The cores this process may keep busy: the workflow's ``threads`` (each rule exports OMP_NUM_THREADS),
-    else the CPUs it may run on. Work is overlapped in threads only when it owns more than one: a one-thread
-    job shares the machine with other jobs, where extra threads only contend (measured, docs/benchmarks.md)."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class Predictor:
     """The detection network, loaded and checksum-verified once; ``probability`` per case.
 
     The metadata, checksum and inference config are read at once (errors name the file at construction);
     torch, MONAI and the weights load in a background thread when the process owns more than one core
-    (``cores_owned``), beside the first case's reading, brain mask and resampling (SimpleITK releases the
-    GIL): importing MONAI alone takes ~3 s of a lone patient's job. Load errors surface at first use.
+    (pmlseg.background), beside the first case's reading, brain mask and resampling: importing MONAI alone
+    takes ~4 s of a lone patient's job. Load errors (naming the file) surface at first use.
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "auto"):
-        from concurrent.futures import Future, ThreadPoolExecutor
-
+        from pmlseg.background import worker
         from pmlseg.detect.network import DEFAULT_CONFIG
         from pmlseg.detect.train import sha256
 
@@ -254,17 +242,9 @@ class Predictor:
                 raise PmlsegError(f"{inf}: unreadable inference config ({exc})") from None
         # "cpu" needs no torch to decide; "auto"/"cuda" ask torch now, so a missing GPU is refused here
         self.device = "cpu" if device == "cpu" else pick_device(device)
-        self._net = self._inferer = None
-        if cores_owned() > 1:
-            pool = ThreadPoolExecutor(1, thread_name_prefix="load-model")
-            self._loaded = pool.submit(self._load, weights)
-            pool.shutdown(wait=False)  # the thread ends with the load
-        else:
-            self._loaded = Future()
-            try:
-                self._loaded.set_result(self._load(weights))
-            except PmlsegError as exc:
-                self._loaded.set_exception(exc)
+        pool = worker("load-model")
+        self._loaded = pool.submit(self._load, weights)
+        pool.shutdown(wait=False)
 
     def _load(self, weights: Path):
         import torch
@@ -290,14 +270,11 @@ class Predictor:
     @property
     def net(self):
         """The network on ``device`` in eval mode (waits for the background load; re-raises its error)."""
-        if self._net is None:
-            self._net, self._inferer = self._loaded.result()
-        return self._net
+        return self._loaded.result()[0]
 
     @property
     def inferer(self):
-        self.net
-        return self._inferer
+        return self._loaded.result()[1]
 
     def probability(self, bl: np.ndarray, fu: np.ndarray, mask: np.ndarray | None = None,
                     slices_per_batch: int = 16, exact_above: float | None = None) -> np.ndarray:

@@ -76,7 +76,7 @@ def _derived_series(image: sitk.Image, pseudonym: str) -> list:
 def encode_derived_series(flair_bl: sitk.Image, pseudonym: str) -> list[tuple]:
     """(dataset, file bytes) per slice of the derived series: pure-Python encoding (~10 ms a slice, ~3 s for a
     1 mm 3D rebaseline) that depends on nothing detection finds, so the pipeline builds it in a thread beside
-    the network when the job owns two cores; write_dicom_outputs only writes the bytes."""
+    the network when the job owns more than one core; write_dicom_outputs only writes the bytes."""
     import io
 
     encoded = []
