@@ -108,3 +108,36 @@ def test_real_lesions_inpainted_out_of_the_baseline_become_new():
     assert float(added[lesion].mean()) > 0.4
     _, _, new_off, _ = insert_lesions(src, np.random.default_rng(1), [], real_as_new=None)
     assert not new_off[lesion].any()
+
+
+def test_auxiliary_lesion_target_covers_every_follow_up_lesion_and_leaves_the_pair_unchanged():
+    """all_lesions draws no random numbers (same pair with or without it) and marks the brain's own lesion and the
+    new ones, but no voxel the follow-up does not show as lesion; a one-channel model starts both heads."""
+    import torch
+
+    from pmlseg.detect import pairs
+    from pmlseg.detect.network import DEFAULT_CONFIG, build_network
+
+    rng = np.random.default_rng(0)
+    g = np.indices((64, 64, 64)).astype(np.float32) - 32
+    mask = np.sqrt((g ** 2).sum(0)) <= 30
+    image = np.where(mask, rng.normal(1.0, 0.03, mask.shape), 0).astype(np.float32)
+    lesion = np.sqrt(((g - np.array([10, 0, 0])[:, None, None, None]) ** 2).sum(0)) <= 4
+    image[lesion] = 1.5
+    src = pairs.Source("ball", image, mask, lesion, np.argwhere(mask & ~lesion)[::40])
+    a = pairs.make_pair(src, np.random.default_rng(3), [])
+    b = pairs.make_pair(src, np.random.default_rng(3), [], all_lesions=True)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not (b["label"] & ~b["all_lesions"]).any()
+    assert b["all_lesions"].sum() > b["label"].sum() + 50        # the old lesion is in it, not labelled new
+    assert float(b["fu"][b["all_lesions"]].mean()) > float(b["fu"][b["mask"] & ~b["all_lesions"]].mean()) + 0.2
+
+    one = build_network(dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8]))
+    two = build_network(dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8], aux_lesion_head=True))
+    T.load_init(two, one.state_dict())
+    x = torch.randn(2, 9, 32, 32)
+    with torch.no_grad():
+        y1, y2 = one(x), two(x)
+    assert y2.shape[1] == 2 and torch.allclose(y2[:, :1], y1, atol=1e-5) and torch.allclose(y2[:, 1:], y1, atol=1e-5)
+    patch, target = T.sample_patch(b, np.random.default_rng(0), 32, 1, positive=True)
+    assert target.shape == (2, 32, 32) and patch.shape == (9, 32, 32)

@@ -24,7 +24,10 @@ DEFAULT_CONFIG = {
     "threshold": 0.5,             # operating point (lesions reported as new/enlarging; pmlseg.detect.candidates)
     "review_threshold": None,     # lower cut for "possible new lesions -- please check" (None: no review band)
     "calibration": None,          # {"peak": [...], "confidence": [...]}: peak probability -> confidence
-    "tta_flips": [],              # tensor dims (2 = x, 3 = y of (n, C, x, y)) averaged with flipped inputs
+    "tta_flips": [],
+    # a second output channel trained on every lesion the follow-up shows (single-visit segmentation as an
+    # auxiliary task, issue 15); inference reads channel 0 only
+    "aux_lesion_head": False,              # tensor dims (2 = x, 3 = y of (n, C, x, y)) averaged with flipped inputs
     "min_size_mm3": 10.0,
     "min_followup_peak": 1.1,     # postprocess.plausible: a new lesion is FLAIR-bright at follow-up ...
     "min_mean_difference": 0.1,   # ... and brighter than at the rebaseline (x median brain)
@@ -35,10 +38,14 @@ def in_channels(config: dict) -> int:
     return 3 * (2 * int(config["context"]) + 1)
 
 
+def out_channels(config: dict) -> int:
+    return 2 if config.get("aux_lesion_head") else 1
+
+
 def build_network(config: dict):
     from monai.networks.nets import BasicUNet
 
-    return BasicUNet(spatial_dims=2, in_channels=in_channels(config), out_channels=1,
+    return BasicUNet(spatial_dims=2, in_channels=in_channels(config), out_channels=out_channels(config),
                      features=tuple(config["features"]), dropout=0.0)
 
 

@@ -168,11 +168,14 @@ def _inpaint(img: np.ndarray, region: np.ndarray, mask: np.ndarray, rng: np.rand
     return img
 
 
-def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], real_as_new: float | None = None):
+def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], real_as_new: float | None = None,
+                   fu_lesions: dict | None = None):
     """Return (bl_1mm, fu_1mm, new_1mm, added_1mm) with lesion changes inserted on the 1 mm source grid;
     ``added`` is the follow-up brightening the new and enlarging lesions caused (for the visibility label).
     ``real_as_new``: with this probability, 1-3 of the brain's own lesions (10-3000 voxels) are inpainted out of
-    the baseline (``_inpaint``) and labelled new: real lesion appearance as the positive example."""
+    the baseline (``_inpaint``) and labelled new: real lesion appearance as the positive example.
+    ``fu_lesions``: if given, its "mask" is set to every lesion the follow-up shows (old, stable, new, what is
+    left of a shrinking one): the target of the single-visit auxiliary head (make_pair ``all_lesions``)."""
     bl = src.image.copy()
     fu = src.image.copy()
     new = np.zeros(src.mask.shape, bool)
@@ -211,6 +214,7 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
         else:
             continue
         occupied |= m
+        shown = m
         # real new lesions are often faint on follow-up FLAIR (1.1-1.5 x the median brain after partial volume)
         contrast = rng.uniform(1.2, 1.6) if rng.random() < 0.7 else rng.uniform(1.6, 2.0)
         if kind == "new":
@@ -221,8 +225,13 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
             fu = _fill(fu, m, rng, contrast * rng.uniform(0.93, 1.07))
         else:  # shrinking / disappearing: bright at baseline only (or much smaller at follow-up)
             bl = _fill(bl, m, rng, contrast)
+            shown = np.zeros_like(m)
             if rng.random() < 0.5:
-                fu = _fill(fu, ndi.binary_erosion(m, iterations=2), rng, contrast)
+                shown = ndi.binary_erosion(m, iterations=2)
+                fu = _fill(fu, shown, rng, contrast)
+        if fu_lesions is not None:
+            fu_lesions.setdefault("mask", src.lesions.copy())
+            fu_lesions["mask"] |= shown
     # enlarging: grow some existing lesions of the real brain at follow-up
     if n:
         for i in rng.permutation(n)[: rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1])] + 1:
@@ -251,6 +260,8 @@ def insert_lesions(src: Source, rng: np.random.Generator, shapes: list[np.ndarra
     if src.lesions.any():
         f = rng.uniform(0.95, 1.05)
         fu = np.where(src.lesions, fu * f, fu)
+    if fu_lesions is not None:
+        fu_lesions["mask"] = fu_lesions.get("mask", src.lesions) | new
     return bl, fu, new, added
 
 
@@ -312,7 +323,8 @@ def cortical_ribbon(src: Source, depth_mm: float = 5.0) -> np.ndarray:
 
 
 def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], visible_change: float | None = None,
-              ribbon_gain: float | None = None, slice_mm: float | None = None, real_as_new: float | None = None) -> dict:
+              ribbon_gain: float | None = None, slice_mm: float | None = None, real_as_new: float | None = None,
+              all_lesions: bool = False) -> dict:
     """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick).
 
     ``slice_mm``: the working grid has this slice spacing instead of the baseline's (the predictor's
@@ -326,8 +338,11 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     1 - gain/2 and 1 + gain (before acquisition): a scanner change alters grey-matter FLAIR contrast as a
     whole, which a global intensity curve cannot mimic and the detector must learn to ignore.
     ``real_as_new``: see insert_lesions (real lesions inpainted out of the baseline, labelled new).
+    ``all_lesions``: also return "all_lesions", every lesion the follow-up shows on the working grid (the
+    auxiliary single-visit segmentation target; no random draws, so the pair is the same with or without it).
     """
-    bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes, real_as_new)
+    shown: dict | None = {} if all_lesions else None
+    bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes, real_as_new, shown)
     if ribbon_gain and rng.random() < 0.6:
         w = cortical_ribbon(src).astype(np.float32)
         fu1 = fu1 * (1 + rng.uniform(-0.5 * ribbon_gain, ribbon_gain) * w)
@@ -372,6 +387,10 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
         label |= (label_frac > 0.2) & (ndi.map_coordinates(added_acq, coords, order=1).reshape(shape_bl)
                                        >= visible_change)
     label &= mask
+    if all_lesions:
+        blurred = ndi.gaussian_filter1d(shown["mask"].astype(np.float32), sigma=t_fu / 2.355, axis=2)
+        acq = ndi.map_coordinates(blurred, fu_coords, order=1).reshape(shape_fu)
+        all_lab = (ndi.map_coordinates(acq, coords, order=1).reshape(shape_bl) > 0.4) & mask
     # contrast, bias field and noise differ between visits (different scanners / protocols)
     out = {}
     for key, img in (("bl", bl), ("fu", fu)):
@@ -381,6 +400,8 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     out["fu"] = harmonise_followup(out["bl"], out["fu"], mask, (1.0, 1.0, work_z))
     out["bl"], out["fu"] = out["bl"].astype(np.float16), out["fu"].astype(np.float16)
     out["label"] = label
+    if all_lesions:
+        out["all_lesions"] = all_lab | label
     out["mask"] = mask
     out["spacing"] = np.array([1.0, 1.0, work_z])
     return out

@@ -313,7 +313,7 @@ class Predictor:
         def sigmoid(x):
             with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=amp):
                 logits = self.inferer(x, self.net)
-            return torch.sigmoid(logits.float())
+            return torch.sigmoid(logits[:, :1].float())  # channel 0: new/enlarging (1: auxiliary head)
 
         with torch.inference_mode():
             for k0 in progress(range(0, nz, slices_per_batch), desc="detect", unit="batch"):

@@ -47,6 +47,8 @@ DEFAULT_RECIPE = {
     # real lesions inpainted out of the baseline and labelled new (pairs.insert_lesions); tried in session 13
     # with 0.5 and not kept (docs/detection.md "Phase 6")
     "real_as_new": None,
+    # weight of the auxiliary single-visit lesion loss (inference config "aux_lesion_head")
+    "aux_weight": 0.5,
     # a file written by pack_sources, used instead of the shared data (GPU machines without it)
     "sources_bundle": None,
 }
@@ -105,7 +107,8 @@ def for_sampling(pair: dict) -> dict:
 
 
 def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int, positive: bool):
-    """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair (see for_sampling)."""
+    """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair (see for_sampling);
+    (2, p, p) when the pair carries "all_lesions" (the auxiliary head's target as channel 1)."""
     if "brain_sites" not in pair:
         pair = for_sampling(pair)
     bl, fu, lab = pair["bl"], pair["fu"], pair["label"]
@@ -121,6 +124,8 @@ def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int,
     sl = (slice(x0, x0 + patch), slice(y0, y0 + patch))
     x = stack_channels(bl[sl], fu[sl], k, k + 1, context)[0]
     y = lab[sl][:, :, k][None].astype(np.float32)
+    if "all_lesions" in pair:
+        y = np.concatenate([y, pair["all_lesions"][sl][:, :, k][None].astype(np.float32)])
     pad = [(0, 0), (0, patch - x.shape[1]), (0, patch - x.shape[2])]
     x, y = np.pad(x, pad), np.pad(y, pad)
     if rng.random() < 0.5:
@@ -142,7 +147,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     rng = np.random.default_rng(worker_seed(recipe["seed"]))
     sources, shapes = load_sources(recipe, Path(shared))
     opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
-            "slice_mm": config.get("slice_mm"), "real_as_new": recipe.get("real_as_new")}
+            "slice_mm": config.get("slice_mm"), "real_as_new": recipe.get("real_as_new"),
+            "all_lesions": bool(config.get("aux_lesion_head"))}
     pool = [for_sampling(pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts))
             for i in range(recipe["pool_size"])]
     n = 0
@@ -211,6 +217,17 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
     write_text(out / "metadata.json", json.dumps(meta, indent=2) + "\n")
 
 
+def load_init(net, state: dict) -> None:
+    """Start from ``state``; an output layer with more channels than the saved one (the auxiliary head added
+    to a one-channel model) gets the saved channel's weights in every channel."""
+    own = net.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape and own[key].shape[1:] == value.shape[1:] \
+                and value.shape[0] == 1:
+            state[key] = value.expand_as(own[key]).clone()
+    net.load_state_dict(state)
+
+
 def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None = None,
           device: str = "cpu") -> Path:
     """Train for recipe["minutes"]; on CUDA with float16 autocast, pairs made by recipe["workers"] processes."""
@@ -230,7 +247,7 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
 
     net = build_network(config)
     if init is not None:
-        net.load_state_dict(torch.load(init, map_location="cpu"))
+        load_init(net, torch.load(init, map_location="cpu"))
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
@@ -250,7 +267,10 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
         opt.zero_grad()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            loss = loss_fn(net(x), y)
+            out = net(x)
+            loss = loss_fn(out[:, :1], y[:, :1])
+            if out.shape[1] > 1:
+                loss = loss + float(recipe.get("aux_weight", 0.5)) * loss_fn(out[:, 1:], y[:, 1:])
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
