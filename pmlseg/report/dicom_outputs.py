@@ -84,6 +84,8 @@ def encode_derived_series(flair_bl: sitk.Image, pseudonym: str) -> list[tuple]:
         buf = io.BytesIO()
         ds.save_as(buf, enforce_file_format=True)
         encoded.append((ds, buf.getvalue()))
+    import highdicom  # noqa: F401  (~0.6 s: imported here, off the case's main thread, for the SEG and SR)
+
     return encoded
 
 

@@ -138,8 +138,8 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
                 header: dict | None = None, identified: bool = False, possible: sitk.Image | None = None,
                 crop_mask: sitk.Image | None = None, possible_rows: list[dict] | None = None,
                 figures: dict | None = None) -> str:
-    """The report page; ``figures`` (lesion id -> lesion_figure, "overview" -> overview_figure; left open) are
-    drawn instead of new ones."""
+    """The report page; ``figures`` (lesion id -> lesion_figure, "overview" -> overview_figure) are used
+    instead of drawing new ones."""
     header = header or {}
     qc = qc or {}
     lesions = [dict(d) for d in lesions]
@@ -159,8 +159,7 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
     for d in order:
         lid = d["lesion_id"]
         fig = (figures or {}).get(lid)
-        png = base64.b64encode(figure_png(fig if fig is not None else lesion_figure(lid, labels, images),
-                                          close=fig is None)).decode()
+        png = base64.b64encode(figure_png(fig if fig is not None else lesion_figure(lid, labels, images))).decode()
         reasons = "".join(f"<tr><td>{html.escape(r['rule'])}</td><td>{r['contribution']:+.2f}</td>"
                           f"<td>{html.escape(r['detail'])}</td></tr>" for r in d.get("reasons", []))
         radios = " ".join(f"<label><input type=radio name='dec-{lid}' value='{v}'> {v.replace('_', ' ')}</label>"
@@ -182,7 +181,7 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
     stable = ""
     if not lesions:  # a stable follow-up: say so plainly and show what was compared
         fig = (figures or {}).get("overview")
-        png = base64.b64encode(figure_png(fig if fig is not None else overview_figure(images), close=fig is None)).decode()
+        png = base64.b64encode(figure_png(fig if fig is not None else overview_figure(images))).decode()
         stable = (f"<p class=stable id=stable><b>{NO_LESION}.</b> Registration QC: {html.escape(str(qc_status))}.</p>"
                   f"<img alt='rebaseline and follow-up FLAIR' src='data:image/png;base64,{png}'>")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
@@ -221,25 +220,17 @@ def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image,
 
         possible_rows = read_tsv(out / "possible_lesions.tsv")
     paths = {"html": out / "report.html", "json": out / "characterisation.json"}
-    # each lesion's figure (a stable follow-up: the overview) is drawn once, for the HTML (PNG) and the PDF
-    # page (about half the report's time)
+    # each lesion's figure (a stable follow-up: the overview) is drawn once, for the HTML (PNG) and the PDF page
     figures = None
     if pdf:
         figures = ({d["lesion_id"]: lesion_figure(d["lesion_id"], labels, images) for d in lesions} if lesions
                    else {"overview": overview_figure(images)})
-    try:
-        write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
-                                              possible_rows, figures))
-        write_text(paths["json"], json.dumps(lesions, indent=1, default=float))
-        if pdf:
-            from pmlseg.report.pdf import write_pdf
+    write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
+                                          possible_rows, figures))
+    write_text(paths["json"], json.dumps(lesions, indent=1, default=float))
+    if pdf:
+        from pmlseg.report.pdf import write_pdf
 
-            paths["pdf"] = out / "report.pdf"
-            write_pdf(paths["pdf"], lesions, images, labels, qc, header, identified, figures)
-    finally:
-        if figures:
-            import matplotlib.pyplot as plt
-
-            for fig in figures.values():
-                plt.close(fig)
+        paths["pdf"] = out / "report.pdf"
+        write_pdf(paths["pdf"], lesions, images, labels, qc, header, identified, figures)
     return paths

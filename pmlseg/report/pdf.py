@@ -4,15 +4,15 @@ with its crops and rule contributions.  Pseudonymous unless ``identified``."""
 from __future__ import annotations
 
 from pmlseg.atomic import atomic_path
-from pmlseg.report.figures import lesion_figure, overview_figure
+from pmlseg.report.figures import figure_page, lesion_figure, overview_figure
 from pmlseg.report.html import NO_LESION
 
 SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 
 def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False, figures=None) -> None:
-    """``figures``: lesion id -> lesion_figure ("overview" -> overview_figure) already drawn for the HTML
-    (closed here), else drawn anew."""
+    """``figures``: lesion id -> lesion_figure ("overview" -> overview_figure) already drawn for the HTML,
+    else drawn anew."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,11 +39,11 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
         pdf.savefig(fig)
         plt.close(fig)
         if not lesions:  # stable follow-up: the images that were compared
-            fig = (figures or {}).get("overview") or overview_figure(images)
+            fig = figure_page((figures or {}).get("overview") or overview_figure(images))
             pdf.savefig(fig)
             plt.close(fig)
         for d in order:
-            fig = (figures or {}).get(d["lesion_id"]) or lesion_figure(d["lesion_id"], labels, images)
+            fig = figure_page((figures or {}).get(d["lesion_id"]) or lesion_figure(d["lesion_id"], labels, images))
             pdf.savefig(fig)
             plt.close(fig)
             fig = plt.figure(figsize=(8.27, 5))
