@@ -59,8 +59,17 @@ def by_image_content(maxsize: int = 2, ignore: tuple[str, ...] = ()):
                 cache.popitem(last=False)
             return value
 
+        def remember(args: tuple, kwargs: dict, value) -> None:
+            """Store ``value`` as the result of ``fn(*args, **kwargs)`` (computed elsewhere, e.g. by another job)."""
+            key = (tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items()) if k not in ignore))
+            cache[key] = value
+            cache.move_to_end(key)
+            while len(cache) > maxsize:
+                cache.popitem(last=False)
+
         wrapper.hits = 0
         wrapper.cache_clear = cache.clear
+        wrapper.remember = remember
         return wrapper
 
     return decorate

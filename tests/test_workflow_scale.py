@@ -144,6 +144,39 @@ def test_template_fits_are_reused_for_the_same_image_content():
     assert all(hasattr(f, "hits") for f in (brain_mask, register_to_template, intra_visit_transform))
 
 
+@pytest.mark.shared
+def test_rebaseline_template_fit_from_the_registration_job_is_the_detections(shared_data, tmp_path):
+    """`pmlseg register --template-fit` leaves the rebaseline's template fit for the detection job: read back, it is
+    what brain_mask returns for that image (no second fit); a fit made from other voxels is not used."""
+    from pmlseg.detect.predictor import read_image
+    from pmlseg.registration.affine import check_image
+    from pmlseg.registration.preprocess import brain_mask
+    from pmlseg.registration.template_fit import use_template_fit
+
+    d = shared_data / "ljubljana-longitudinal/patient01"
+    env = dict(os.environ, OMP_NUM_THREADS="2", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2")
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "register", str(d / "study1_FLAIR.nii.gz"),
+                        str(d / "study2_FLAIR.nii.gz"), "--transform", str(tmp_path / "t.tfm"), "--template-fit",
+                        str(d / "study1_FLAIR.nii.gz"), str(tmp_path / "fit" / "reb.json")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(f.name for f in (tmp_path / "fit").iterdir()) == ["reb.json", "reb_affine.tfm", "reb_mask.nii.gz"]
+    flair = read_image(d / "study1_FLAIR.nii.gz", "rebaseline FLAIR")
+    brain_mask.cache_clear()
+    assert use_template_fit(flair, tmp_path / "fit" / "reb.json")
+    hits = brain_mask.hits
+    mask, tfm = brain_mask(check_image(flair, "x"), "FLAIR", name="rebaseline", return_transform=True)
+    assert brain_mask.hits == hits + 1 and tfm.GetName() == "AffineTransform"
+    written = sitk.ReadImage(str(tmp_path / "fit" / "reb_mask.nii.gz"))
+    assert np.array_equal(sitk.GetArrayViewFromImage(mask), sitk.GetArrayViewFromImage(written))
+    assert 1.0e6 < sitk.GetArrayViewFromImage(mask).sum() * np.prod(flair.GetSpacing()) < 2.0e6  # an adult brain, mm3
+    other = sitk.Image(flair)
+    other[10, 10, 5] = other[10, 10, 5] + 1.0
+    brain_mask.cache_clear()
+    assert not use_template_fit(other, tmp_path / "fit" / "reb.json")
+    assert not use_template_fit(flair, tmp_path / "nothing.json")
+
+
 def test_dry_run_plans_one_detection_job_per_patient(tmp_path):
     from workflow_scale import fake_ingest
 
@@ -162,6 +195,13 @@ def test_dry_run_plans_one_detection_job_per_patient(tmp_path):
     # raw FLAIRs are registered by default (configs/config.yaml `preprocess: false`): no preprocessing jobs
     assert counts["detect"] == 5 and counts["register"] == 15 and "preprocess" not in counts
     assert counts["track"] == 5 and counts["chain_previous"] == 10
+    # each patient's first follow-up registration also fits the template to the rebaseline, for its detection
+    p = subprocess.run(snakemake_command(dicom, out, cores=1, dry_run=True, extra=["-p", "--quiet", "progress"]),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    fits = [ln for ln in p.stdout.splitlines() if " register " in ln and "--template-fit" in ln]
+    assert len(fits) == 5 and all("_template-fit.json" in ln for ln in fits)
+    assert p.stdout.count('"template_fit": ') == 15       # the detections against the rebaseline, not the previous visit
 
 
 def test_slurm_profile_submits_one_group_job_per_patient(tmp_path):

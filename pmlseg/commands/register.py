@@ -51,6 +51,9 @@ def add_arguments(p):
                    help="skip the edge-alignment stage (mutual-information affine only, the older recipe)")
     p.add_argument("--qc-json", metavar="QC.json", help="write the QC result (similarity, passed, reason) as JSON")
     p.add_argument("--keep-failed", action="store_true", help="write the transform even when QC fails")
+    p.add_argument("--template-fit", nargs=2, metavar=("FLAIR", "OUT.json"),
+                   help="(workflow) meanwhile, in a thread, fit the ICBM152 template to FLAIR (the rebaseline's) for the "
+                        "detection job: brain mask and transform beside OUT.json, which names them and the voxels' digest")
 
 
 def _read(path: str, what: str):
@@ -69,6 +72,44 @@ def _read(path: str, what: str):
 
 
 def run(args) -> int:
+    from pmlseg.registration.affine import check_image
+
+    fixed = _read(args.fixed, "fixed image")
+    moving = _read(args.moving, "moving image")
+    check_image(fixed, args.fixed)  # refuse bad input before any work
+    check_image(moving, args.moving)
+    fit = _start_template_fit(*args.template_fit) if args.template_fit else None
+    try:
+        return _register(args, fixed, moving)
+    finally:
+        if fit is not None:
+            _finish_template_fit(fit)
+
+
+def _start_template_fit(flair: str, out: str):
+    from pmlseg.background import worker
+    from pmlseg.detect.predictor import read_image
+    from pmlseg.registration.template_fit import write_template_fit
+
+    pool = worker("template-fit")
+    future = pool.submit(lambda: write_template_fit(read_image(flair, "rebaseline FLAIR"), out, name=flair))
+    pool.shutdown(wait=False)
+    return future
+
+
+def _finish_template_fit(future) -> None:
+    """Wait for the fit; a problem with the image is only logged (the detection meets it itself and records it)."""
+    import logging
+
+    from pmlseg.errors import PmlsegError
+
+    try:
+        future.result()
+    except PmlsegError as exc:
+        logging.getLogger(__name__).warning("template fit for the detection not written: %s", exc)
+
+
+def _register(args, fixed, moving) -> int:
     import json
     import logging
 
@@ -76,17 +117,11 @@ def run(args) -> int:
 
     from pmlseg.atomic import atomic_path, write_nifti, write_text
     from pmlseg.errors import PmlsegError
-    from pmlseg.registration.affine import register_affine, resample_to
+    from pmlseg.registration.affine import check_mask, register_affine, resample_to
     from pmlseg.registration.preprocess import brain_mask
     from pmlseg.registration.qc import registration_qc
 
     log = logging.getLogger(__name__)
-    from pmlseg.registration.affine import check_image, check_mask
-
-    fixed = _read(args.fixed, "fixed image")
-    moving = _read(args.moving, "moving image")
-    check_image(fixed, args.fixed)  # refuse bad input before any work
-    check_image(moving, args.moving)
     mask = None
     if args.fixed_mask:
         mask = check_mask(_read(args.fixed_mask, "fixed mask"), fixed, args.fixed_mask, args.fixed)

@@ -232,7 +232,7 @@ def _qc_record(qc) -> dict:
 def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, predictor=None,
              method: str = "model", followup_transform: str | Path | None = None,
              optional: dict | None = None, allow_qc_failure: bool = False, report: bool = True,
-             pair=None) -> CaseResult:
+             pair=None, template_fit: str | Path | None = None) -> CaseResult:
     """Detect new/enlarging lesions of ``followup`` against ``baseline`` and write them into ``out``.
 
     Outputs (atomic): new_lesions.nii.gz, lesions.tsv (with characterisation and PML-score columns), qc.json,
@@ -243,19 +243,21 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     fails, so nothing stale is left. A registration QC failure raises PmlsegError naming both files, or
     with ``allow_qc_failure`` writes only qc.json with status "failed".
     ``pair`` (a PreparedPair of these files) skips reading/registration, e.g. to run both methods.
+    ``template_fit``: the baseline's template fit written by `pmlseg template-fit` (its JSON), used instead of
+    fitting again when it was made from this baseline (pmlseg.registration.template_fit).
     """
     clear_outputs(out)
     try:
         return _run_case(baseline, followup, Path(out), predictor=predictor, method=method,
                          followup_transform=followup_transform, optional=optional,
-                         allow_qc_failure=allow_qc_failure, report=report, pair=pair)
+                         allow_qc_failure=allow_qc_failure, report=report, pair=pair, template_fit=template_fit)
     except BaseException:
         clear_outputs(out)
         raise
 
 
 def _run_case(baseline, followup, out: Path, *, predictor, method, followup_transform, optional,
-              allow_qc_failure, report, pair) -> CaseResult:
+              allow_qc_failure, report, pair, template_fit=None) -> CaseResult:
     from concurrent.futures import wait
 
     import SimpleITK as sitk
@@ -279,6 +281,10 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
                               f"({str(exc).strip().splitlines()[-1][:120]})") from None
     fu_img = read_image(followup, "follow-up FLAIR")
     bl_img = pair.baseline if pair is not None else read_image(baseline, "rebaseline FLAIR")
+    if template_fit and pair is None:
+        from pmlseg.registration.template_fit import use_template_fit
+
+        use_template_fit(bl_img, template_fit)
     # work that needs neither the pair nor the network (the optional images' same-session registrations, the
     # report's DICOM derived series) runs in a thread beside them when the job owns more than one core
     pool = worker("case-inputs")

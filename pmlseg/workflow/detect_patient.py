@@ -27,7 +27,8 @@ from pmlseg.workflow.step import read_status, write_status
 
 log = logging.getLogger(__name__)
 
-CASE_KEYS = {"status", "out", "baseline", "followup", "followup_transform", "optional", "requires", "log"}
+CASE_KEYS = {"status", "out", "baseline", "followup", "followup_transform", "optional", "requires", "log",
+             "template_fit"}
 
 
 def fingerprint(case: dict, options: dict) -> str:
@@ -120,7 +121,7 @@ def run_cases(cases: list[dict], *, method: str = "model", model: str | None = N
                     predictor = predictor_factory(model, device)
                 pipeline.run_case(case["baseline"], case["followup"], case["out"], predictor=predictor,
                                   method=method, followup_transform=case.get("followup_transform"),
-                                  optional=case.get("optional") or {})
+                                  optional=case.get("optional") or {}, template_fit=case.get("template_fit"))
             except PmlsegError as exc:
                 log.error("%s", exc)
                 write_status(case["status"], "failed", str(exc), stage="detect",

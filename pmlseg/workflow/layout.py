@@ -18,6 +18,11 @@ def brain_mask(sub: str, ses: str) -> str:
     return f"{visit_dir(sub, ses)}/preproc/{sub}_{ses}_desc-brain_mask.nii.gz"
 
 
+def template_fit(sub: str, ses: str) -> str:
+    """The rebaseline FLAIR's template fit (`pmlseg register --template-fit`; mask and transform beside it)."""
+    return f"{visit_dir(sub, ses)}/template/{sub}_{ses}_template-fit.json"
+
+
 def preproc_status(sub: str, ses: str) -> str:
     return f"{visit_dir(sub, ses)}/preproc/status.json"
 

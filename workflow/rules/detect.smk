@@ -16,8 +16,10 @@ def detect_cases(sub):
     for r in followups(sub):
         ses = r["session"]
         for against in ("rebaseline", "previous") if needs_previous(r) else ("rebaseline",):
+            fit = {}
             if against == "rebaseline":
                 base, tfm, req = rebaseline(sub), L.to_rebaseline_tfm(sub, ses), L.register_status(sub, ses)
+                fit = {"template_fit": P(L.template_fit(sub, base["session"]))}
             else:
                 base, tfm, req = visit(sub, r["previous"]), L.to_previous_tfm(sub, ses), L.visit_dir(sub, ses) + "/xfm/chain.json"
             # the follow-up's T1/T2/DWI feed lesion characterisation and the report's viewer; the baseline
@@ -31,7 +33,7 @@ def detect_cases(sub):
             cases.append({"status": P(L.detect_status(sub, ses, against)), "out": P(L.detect_dir(sub, ses, against)),
                           "baseline": image(base, "flair"), "followup": image(r, "flair"),
                           "followup_transform": P(tfm), "optional": optional, "requires": [P(req)],
-                          "log": P(f"logs/detect/{sub}_{ses}_{against}.log")})
+                          "log": P(f"logs/detect/{sub}_{ses}_{against}.log"), **fit})
     return cases
 
 

@@ -9,14 +9,23 @@ def register_inputs(w):
     return {"fixed": image(visit(w.sub, reb), "flair"), "moving": image(visit(w.sub, w.ses), "flair")}
 
 
+def template_fit_args(w, reb):
+    """The patient's first follow-up's registration also fits the template to the rebaseline FLAIR, in a thread
+    beside it, for the detection job (pmlseg.registration.template_fit)."""
+    if followups(w.sub)[0]["session"] != w.ses:
+        return ""
+    return f" --template-fit {Q(image(visit(w.sub, reb), 'flair'))} {Q(P(L.template_fit(w.sub, reb)))}"
+
+
 def register_args(w):
     reb = rebaseline(w.sub)["session"]
     if config["preprocess"]:
         # the rebaseline's brain mask from preprocessing restricts the metric (no template fit per pair)
         return (f"--requires {Q(P(L.preproc_status(w.sub, reb)))} --requires {Q(P(L.preproc_status(w.sub, w.ses)))} "
                 f"-- {PMLSEG} register {Q(P(L.preproc_flair(w.sub, reb)))} {Q(P(L.preproc_flair(w.sub, w.ses)))} "
-                f"--fixed-mask {Q(P(L.brain_mask(w.sub, reb)))}")
-    return f"-- {PMLSEG} register {Q(image(visit(w.sub, reb), 'flair'))} {Q(image(visit(w.sub, w.ses), 'flair'))}"
+                f"--fixed-mask {Q(P(L.brain_mask(w.sub, reb)))}" + template_fit_args(w, reb))
+    return (f"-- {PMLSEG} register {Q(image(visit(w.sub, reb), 'flair'))} {Q(image(visit(w.sub, w.ses), 'flair'))}"
+            + template_fit_args(w, reb))
 
 
 rule register:

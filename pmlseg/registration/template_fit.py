@@ -1,0 +1,73 @@
+"""The rebaseline's ICBM152 template fit (brain mask + affine) as files, made by its own workflow job.
+
+Why: a detection job's first step is this fit (~8 s on 2 cores; pmlseg.registration.preprocess.brain_mask,
+reused by the lesion location priors). It needs only the rebaseline, so the workflow's ``template_fit`` job
+makes it while the follow-ups are still being registered to the rebaseline, and the detection job starts
+from it (``use_template_fit``): a lone patient's run no longer waits for it. The files are only a head
+start: a fit that is missing, failed, or made from other voxels than the detection reads (the sidecar keeps
+their digest) is ignored and computed as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from pmlseg.atomic import atomic_path, write_nifti, write_text
+from pmlseg.memo import image_key
+from pmlseg.registration.affine import check_image
+from pmlseg.registration.preprocess import brain_mask
+
+log = logging.getLogger(__name__)
+
+# the call the detection (pmlseg.detect.predictor.prepare_pair) and the location priors make
+_ARGS, _KWARGS = ("FLAIR",), {"return_transform": True}
+
+
+def _key(flair: sitk.Image) -> list:
+    return json.loads(json.dumps(image_key(flair)))
+
+
+def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "rebaseline FLAIR") -> None:
+    """Fit the template to ``flair`` (as the detection reads it); write the mask and the transform beside
+    ``sidecar`` (a JSON naming them and the image's digest, written last: its presence means the fit is whole)."""
+    sidecar = Path(sidecar)
+    sidecar.unlink(missing_ok=True)  # never a stale fit beside a failed one
+    img = check_image(flair, name)
+    mask, transform = brain_mask(img, *_ARGS, name=name, **_KWARGS)
+    stem = sidecar.name.removesuffix(".json")
+    files = {"mask": f"{stem}_mask.nii.gz", "transform": f"{stem}_affine.tfm"}
+    write_nifti(sidecar.parent / files["mask"], mask)
+    with atomic_path(sidecar.parent / files["transform"], suffix=".tfm") as tmp:
+        sitk.WriteTransform(transform, str(tmp))
+    write_text(sidecar, json.dumps({"image": _key(img), **files,
+                                    "what": "ICBM152 template (FLAIR contrast) -> image affine and brain mask"}) + "\n")
+
+
+def use_template_fit(flair: sitk.Image, sidecar: str | Path) -> bool:
+    """Let brain_mask(``flair``) return the written fit; False (the fit is then computed when needed) when
+    there is none or it was made from another image."""
+    sidecar = Path(sidecar)
+    img = check_image(flair, "rebaseline FLAIR")
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("image") != _key(img):
+            log.warning("template fit %s was made from another image: fitting again", sidecar.name)
+            return False
+        mask = sitk.ReadImage(str(sidecar.parent / meta["mask"]), sitk.sitkUInt8)
+        transform = sitk.ReadTransform(str(sidecar.parent / meta["transform"]))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("template fit not reused (%s): fitting again", str(exc).strip().splitlines()[-1][:120])
+        return False
+    if mask.GetSize() != img.GetSize():
+        log.warning("template fit %s: mask size %s, image %s: fitting again", sidecar.name, mask.GetSize(), img.GetSize())
+        return False
+    mask.CopyInformation(img)  # NIfTI keeps the geometry in float32
+    if transform.GetName() == "AffineTransform":
+        transform = sitk.AffineTransform(transform)
+    brain_mask.remember((img, *_ARGS), dict(_KWARGS), (mask, transform))
+    log.info("rebaseline template fit reused from its workflow job")
+    return True
