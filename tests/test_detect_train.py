@@ -43,6 +43,29 @@ def test_short_training_run_learns_and_writes_a_loadable_model(tmp_path, shared_
 
 
 @pytest.mark.slow
+def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path, shared_data):
+    """A model with the auxiliary lesion head trains from a one-channel model and loads for inference, which
+    returns the new-lesion channel only."""
+    from pmlseg.detect.network import DEFAULT_CONFIG, build_network
+    from pmlseg.detect.predictor import Predictor
+    import torch
+
+    config = dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8])
+    init = tmp_path / "one.pt"
+    torch.save(build_network(config).state_dict(), init)
+    recipe = dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1,
+                  replace_every=1000, workers=1, checkpoint_minutes=100.0,
+                  sources={"mni_brains": ["patient07"], "raw_flair": []})
+    out = tmp_path / "aux"
+    T.train(out, recipe, dict(config, aux_lesion_head=True), shared_data, init=init)
+    pred = Predictor(out, device="cpu")
+    assert pred.config["aux_lesion_head"] and pred.net.final_conv.out_channels == 2
+    bl = np.random.default_rng(0).uniform(0.8, 1.2, (40, 48, 6)).astype(np.float32)
+    prob = pred.probability(bl, bl.copy(), np.ones(bl.shape, bool))
+    assert prob.shape == bl.shape and 0 <= prob.min() <= prob.max() <= 1
+
+
+@pytest.mark.slow
 def test_visibility_label_only_adds_new_voxels_to_the_same_pair():
     """visible_change draws no random numbers: same seed, same images, a superset of the label."""
     from pmlseg.detect import pairs

@@ -267,10 +267,10 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
         opt.zero_grad()
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            out = net(x)
-            loss = loss_fn(out[:, :1], y[:, :1])
-            if out.shape[1] > 1:
-                loss = loss + float(recipe.get("aux_weight", 0.5)) * loss_fn(out[:, 1:], y[:, 1:])
+            logits = net(x)
+            loss = loss_fn(logits[:, :1], y[:, :1])
+            if logits.shape[1] > 1:
+                loss = loss + float(recipe.get("aux_weight", 0.5)) * loss_fn(logits[:, 1:], y[:, 1:])
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
