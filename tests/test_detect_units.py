@@ -91,11 +91,89 @@ def test_unloadable_weights_are_named_when_the_network_is_first_used(tmp_path):
     shutil.copytree(resolve_model(DEFAULT_MODEL), model)
     (model / "model.pt").write_bytes(b"checksummed, but not weights")
     meta = json.loads((model / "metadata.json").read_text())
+    meta.pop("torchscript")  # MONAI's network from model.pt (a model without model.ts)
     (model / "metadata.json").write_text(json.dumps({**meta, "sha256": sha256(model / "model.pt")}))
     pred = Predictor(model, "cpu")  # metadata, checksum and config are checked here; the weights load behind
     assert pred.config["roi_size"] and pred.sha256 == sha256(model / "model.pt")
     with pytest.raises(PmlsegError, match=r"m/model\.pt: cannot load weights"):
         pred.probability(np.ones((8, 8, 3), np.float32), np.ones((8, 8, 3), np.float32))
+    # the same for the TorchScript network
+    shutil.rmtree(model)
+    shutil.copytree(resolve_model(DEFAULT_MODEL), model)
+    (model / "model.ts").write_bytes(b"checksummed, but not TorchScript")
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["torchscript"]["sha256"] = sha256(model / "model.ts")
+    (model / "metadata.json").write_text(json.dumps(meta))
+    pred = Predictor(model, "cpu")
+    with pytest.raises(PmlsegError, match=r"m/model\.ts: cannot load the TorchScript network"):
+        pred.probability(np.ones((8, 8, 3), np.float32), np.ones((8, 8, 3), np.float32))
+
+
+def test_torchscript_network_is_checked_against_its_weights(tmp_path):
+    """model.ts is checksummed and must be traced from the model's own weights: a replaced one is named."""
+    import json
+
+    model = tmp_path / "m"
+    shutil.copytree(resolve_model(DEFAULT_MODEL), model)
+    data = bytearray((model / "model.ts").read_bytes())
+    data[-30] ^= 0xFF
+    (model / "model.ts").write_bytes(bytes(data))
+    with pytest.raises(PmlsegError, match=r"m/model\.ts: sha256 .* does not match"):
+        Predictor(model, "cpu")
+    shutil.copy(resolve_model(DEFAULT_MODEL) / "model.ts", model / "model.ts")
+    meta = json.loads((model / "metadata.json").read_text())
+    meta["torchscript"]["traced_from_sha256"] = "0" * 64
+    (model / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(PmlsegError, match=r"m/model\.ts: traced from other weights"):
+        Predictor(model, "cpu")
+    (model / "model.ts").unlink()
+    with pytest.raises(PmlsegError, match=r"m/model\.ts: TorchScript network named in metadata.json is missing"):
+        Predictor(model, "cpu")
+
+
+def test_sliding_window_is_monais_bit_for_bit():
+    """pmlseg's sliding window (no MONAI import at inference) stitches exactly as MONAI's SlidingWindowInferer:
+    inputs smaller than the window (padded), equal to it, and larger (overlapping windows), any window batch."""
+    import torch
+    from monai.inferers import SlidingWindowInferer
+
+    from pmlseg.detect.sliding_window import SlidingWindow
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(9, 4, 3, padding=1), torch.nn.Tanh(),
+                              torch.nn.Conv2d(4, 2, 3, padding=1)).eval()
+    for shape in [(3, 9, 100, 150), (5, 9, 192, 192), (17, 9, 200, 260), (1, 9, 400, 190)]:
+        x = torch.randn(shape)
+        for sw in (16, 3, 1):
+            theirs = SlidingWindowInferer(roi_size=(192, 192), sw_batch_size=sw, overlap=0.25, mode="gaussian",
+                                          padding_mode="constant")
+            with torch.inference_mode():
+                a, b = theirs(x, net), SlidingWindow((192, 192), sw, 0.25)(x, net)
+            assert a.shape == b.shape and torch.equal(a, b), (shape, sw)
+
+
+def test_torchscript_predictor_is_the_monai_one_bit_for_bit(tmp_path):
+    """The shipped model's probabilities through model.ts + pmlseg's sliding window equal those of MONAI's
+    BasicUNet (model.pt) + SlidingWindowInferer, flips included; and a CPU detection never imports MONAI."""
+    import json
+
+    model = tmp_path / "m"
+    shutil.copytree(resolve_model(DEFAULT_MODEL), model)
+    meta = json.loads((model / "metadata.json").read_text())
+    meta.pop("torchscript")
+    (model / "metadata.json").write_text(json.dumps(meta))
+    ours, monais = Predictor(None, "cpu"), Predictor(model, "cpu")
+    assert ours.torchscript is not None and monais.torchscript is None
+    p = _smoke_pair(ours.config.get("slice_mm"))
+    bl, fu = p["bl"].astype(np.float32), p["fu"].astype(np.float32)
+    a = ours.probability(bl, fu, p["mask"], exact_above=0.0)
+    b = monais.probability(bl, fu, p["mask"], exact_above=0.0)
+    assert a.max() > 0.9 and np.array_equal(a, b)
+    code = ("import sys; from pmlseg.detect.predictor import Predictor; import numpy as np; p = Predictor(None, 'cpu'); "
+            "p.probability(np.ones((40, 40, 4), np.float32), np.ones((40, 40, 4), np.float32)); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'monai'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-1000:]
 
 
 def test_working_grid_is_lps_1mm_in_plane_same_extent():

@@ -49,6 +49,29 @@ def build_network(config: dict):
                      features=tuple(config["features"]), dropout=0.0)
 
 
+def save_torchscript(state_dict: dict, config: dict, path) -> None:
+    """The network with these weights traced to TorchScript (``path``, written atomically), so inference needs
+    neither MONAI nor its import (pmlseg.detect.sliding_window). Traced on one window of ``roi_size``: the
+    sliding window only ever passes such windows (a multiple of 16, so BasicUNet's skip sizes always match)."""
+    import warnings
+
+    import torch
+
+    from pmlseg.atomic import atomic_path
+
+    roi = [int(r) for r in config["roi_size"]]
+    if any(r % 16 for r in roi):
+        raise ValueError(f"roi_size {roi}: TorchScript export needs multiples of 16")
+    net = build_network(config)
+    net.load_state_dict(state_dict)
+    net.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarning: the skip-size check is constant for these windows
+        traced = torch.jit.trace(net, torch.zeros(2, in_channels(config), *roi))
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+
+
 def stack_channels(bl, fu, k0: int, k1: int, context: int):
     """Channels for centre slices k0..k1-1 of (x, y, z) arrays: [bl slices, fu slices, diff slices].
 

@@ -204,10 +204,12 @@ def pick_device(device: str = "auto") -> str:
 class Predictor:
     """The detection network, loaded and checksum-verified once; ``probability`` per case.
 
-    The metadata, checksum and inference config are read at once (errors name the file at construction);
-    torch, MONAI and the weights load in a background thread when the process owns more than one core
-    (pmlseg.background), beside the first case's reading, brain mask and resampling: importing MONAI alone
-    takes ~4 s of a lone patient's job. Load errors (naming the file) surface at first use.
+    The metadata, checksums and inference config are read at once (errors name the file at construction);
+    torch and the weights load in a background thread when the process owns more than one core
+    (pmlseg.background), beside the first case's reading and resampling. Load errors (naming the file)
+    surface at first use. On CPU the network is the model's TorchScript (model.ts, traced from model.pt)
+    run by pmlseg.detect.sliding_window, bit-identical to MONAI's BasicUNet + SlidingWindowInferer without
+    importing MONAI (~4-5 s of CPU per job); on CUDA, or for a model without model.ts, MONAI's.
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "auto"):
@@ -231,6 +233,7 @@ class Predictor:
             raise PmlsegError(f"{weights}: sha256 {actual[:12]}… does not match metadata.json "
                               f"({str(self.metadata.get('sha256'))[:12]}…): weights corrupt or replaced")
         self.sha256 = actual
+        self.torchscript = self._checked_torchscript()
         self.meta = self.metadata
         self.name = self.metadata.get("name", self.dir.name)
         self.config = dict(DEFAULT_CONFIG)
@@ -246,14 +249,50 @@ class Predictor:
         self._loaded = pool.submit(self._load, weights)
         pool.shutdown(wait=False)
 
+    def _checked_torchscript(self) -> Path | None:
+        """model.ts when the metadata names it: its sha256 checked, and traced from these very weights."""
+        from pmlseg.detect.train import sha256
+
+        entry = self.metadata.get("torchscript")
+        if not entry:
+            return None
+        path = self.dir / entry.get("file", "model.ts")
+        if not path.is_file():
+            raise PmlsegError(f"{path}: TorchScript network named in metadata.json is missing")
+        actual = sha256(path)
+        if actual != entry.get("sha256"):
+            raise PmlsegError(f"{path}: sha256 {actual[:12]}… does not match metadata.json "
+                              f"({str(entry.get('sha256'))[:12]}…): file corrupt or replaced")
+        if entry.get("traced_from_sha256") != self.sha256:
+            raise PmlsegError(f"{path}: traced from other weights than {self.metadata.get('weights', 'model.pt')} "
+                              "(re-export it with pmlseg.detect.network.save_torchscript)")
+        return path
+
     def _load(self, weights: Path):
         import torch
+
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+        if self.torchscript is not None and self.device == "cpu":
+            from pmlseg.detect.sliding_window import SlidingWindow
+
+            import warnings
+
+            try:
+                with warnings.catch_warnings():  # torch 2.13 marks torch.jit deprecated; torch.export.load costs ~3 s
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    net = torch.jit.load(str(self.torchscript), map_location="cpu")
+            except Exception as exc:  # torch raises several types for bad files
+                raise PmlsegError(f"{self.torchscript}: cannot load the TorchScript network "
+                                  f"({str(exc).splitlines()[0][:150]})") from None
+            net.eval()
+            log.info("model %s (sha256 %s…, TorchScript) on cpu", self.name, self.sha256[:12])
+            return net, SlidingWindow(self.config["roi_size"], int(self.config["sw_batch_size"]),
+                                      float(self.config["overlap"]))
         from monai.inferers import SlidingWindowInferer
 
         from pmlseg.detect.network import build_network
 
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         net = build_network(self.config)
         try:
             net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

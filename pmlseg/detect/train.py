@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pmlseg.atomic import atomic_path, write_text
-from pmlseg.detect.network import DEFAULT_CONFIG, build_network, stack_channels
+from pmlseg.detect.network import DEFAULT_CONFIG, build_network, save_torchscript, stack_channels
 from pmlseg.errors import PmlsegError
 
 log = logging.getLogger(__name__)
@@ -182,14 +182,38 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def torchscript_entry(out: Path) -> dict:
+    """metadata.json's record of OUT/model.ts (traced from OUT/model.pt; the CPU predictor's network)."""
+    import torch
+
+    return {"torchscript": {"file": "model.ts", "sha256": sha256(out / "model.ts"),
+                            "traced_from_sha256": sha256(out / "model.pt"), "torch": torch.__version__,
+                            "why": "CPU inference without importing MONAI (pmlseg.detect.sliding_window)"}}
+
+
+def export_torchscript(model_dir: str | Path) -> Path:
+    """(Re)write MODEL/model.ts from MODEL/model.pt and MODEL/inference.json, and its metadata.json record."""
+    import torch
+
+    out = Path(model_dir)
+    config = {**DEFAULT_CONFIG, **json.loads((out / "inference.json").read_text())}
+    save_torchscript(torch.load(out / "model.pt", map_location="cpu", weights_only=True), config, out / "model.ts")
+    meta = json.loads((out / "metadata.json").read_text())
+    meta.update(torchscript_entry(out))
+    write_text(out / "metadata.json", json.dumps(meta, indent=2) + "\n")
+    return out / "model.ts"
+
+
 def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
     """Write weights, inference config and metadata (with the weights' sha256) atomically."""
     import monai
     import torch
 
     out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     with atomic_path(out / "model.pt") as tmp:
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
+        torch.save(state, tmp)
+    save_torchscript(state, config, out / "model.ts")
     write_text(out / "inference.json", json.dumps(config, indent=2) + "\n")
     meta = {
         "name": out.name,
@@ -205,6 +229,7 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
                           "(median follow-up intensity per rebaseline-intensity bin, 25 mm relative bias removed)"),
         "weights": "model.pt",
         "sha256": sha256(out / "model.pt"),
+        **torchscript_entry(out),
         "versions": {"monai": monai.__version__, "torch": torch.__version__, "python": platform.python_version()},
         "training_data": ("synthetic pairs only: lesions inserted into the 3 MNI brains of ljubljana-cross-sectional "
                           "(patient07/19/26) and the raw study1 FLAIR of ljubljana-longitudinal patient04 (a single "
