@@ -332,11 +332,15 @@ class Predictor:
 
         out = np.zeros(bl.shape, np.float32)
         # only the brain's bounding box (+ margin) and slices that contain brain: outside is 0 anyway.  8 voxels
-        # (16 before session 12): most adult brains then fit one 192 x 192 window per slice instead of two
-        # overlapping ones (real pairs 13 -> 7 s, operating point unchanged: docs/detection.md "Session 12")
-        box = bounding_box(mask if mask is not None else (bl != 0) | (fu != 0), margin=(8, 8, 1))
-        if box is None:
+        # in plane (16 before session 12), fewer on an axis where the brain fits one window and 8 would not
+        # (session 14): a second, overlapping window per slice costs as much again (docs/detection.md)
+        region = mask if mask is not None else (bl != 0) | (fu != 0)
+        tight = bounding_box(region, margin=(0, 0, 0))
+        if tight is None:
             return out
+        extent = [s.stop - s.start for s in tight[:2]]
+        margin = [min(8, (int(r) - e) // 2) if e <= int(r) else 8 for e, r in zip(extent, self.config["roi_size"])]
+        box = bounding_box(region, margin=(*margin, 1))
         if exact_above is None:
             exact_above = min(float(self.config["threshold"]),
                               float(self.config.get("review_threshold") or self.config["threshold"]))
