@@ -145,9 +145,10 @@ def test_template_fits_are_reused_for_the_same_image_content():
 
 
 @pytest.mark.shared
-def test_rebaseline_template_fit_from_the_registration_job_is_the_detections(shared_data, tmp_path):
-    """`pmlseg register --template-fit` leaves the rebaseline's template fit for the detection job: read back, it is
-    what brain_mask returns for that image (no second fit); a fit made from other voxels is not used."""
+def test_work_ahead_from_the_registration_job_is_the_detections(shared_data, tmp_path):
+    """`pmlseg register --template-fit ... --same-session ...` leaves the rebaseline's template fit and the follow-up's
+    same-session registrations for the detection job: read back, they are what brain_mask and register_optional
+    return for those images (no second fit or registration); ones made from other voxels are not used."""
     from pmlseg.detect.predictor import read_image
     from pmlseg.registration.affine import check_image
     from pmlseg.registration.preprocess import brain_mask
@@ -156,11 +157,29 @@ def test_rebaseline_template_fit_from_the_registration_job_is_the_detections(sha
     d = shared_data / "ljubljana-longitudinal/patient01"
     env = dict(os.environ, OMP_NUM_THREADS="2", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2")
     p = subprocess.run([sys.executable, "-m", "pmlseg", "register", str(d / "study1_FLAIR.nii.gz"),
-                        str(d / "study2_FLAIR.nii.gz"), "--transform", str(tmp_path / "t.tfm"), "--template-fit",
-                        str(d / "study1_FLAIR.nii.gz"), str(tmp_path / "fit" / "reb.json")],
+                        str(d / "study2_FLAIR.nii.gz"), "--template-fit", str(d / "study1_FLAIR.nii.gz"),
+                        str(tmp_path / "fit" / "reb.json"), "--same-session", str(tmp_path / "ss" / "fu.json"),
+                        str(d / "study2_T1W.nii.gz"), str(d / "study2_T2W.nii.gz"), "--transform", str(tmp_path / "t.tfm")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert sorted(f.name for f in (tmp_path / "fit").iterdir()) == ["reb.json", "reb_affine.tfm", "reb_mask.nii.gz"]
+    assert (tmp_path / "t.tfm").is_file()
+    # the follow-up's T1/T2 registrations: the detection's register_optional takes them instead of registering
+    from pmlseg.detect.pipeline import intra_visit_transform, register_optional
+
+    optional = {"followup_t1": str(d / "study2_T1W.nii.gz"), "followup_t2": str(d / "study2_T2W.nii.gz")}
+    fu = read_image(d / "study2_FLAIR.nii.gz", "follow-up FLAIR")
+    intra_visit_transform.cache_clear()
+    hits = intra_visit_transform.hits
+    done = register_optional(optional, {"followup": fu}, tmp_path / "ss" / "fu.json")
+    assert intra_visit_transform.hits == hits + 2 and set(done) == set(optional)
+    written = [sitk.ReadTransform(str(tmp_path / "ss" / f"fu_{i}_rigid.tfm")) for i in (0, 1)]
+    assert [t.GetParameters() for t in written] == [done[k][1].GetParameters() for k in optional]
+    intra_visit_transform.cache_clear()
+    hits = intra_visit_transform.hits
+    register_optional({"followup_t1": optional["followup_t1"]}, {"followup": sitk.Image(fu) + 1.0},
+                      tmp_path / "ss" / "fu.json")           # another FLAIR: registered again
+    assert intra_visit_transform.hits == hits
     flair = read_image(d / "study1_FLAIR.nii.gz", "rebaseline FLAIR")
     brain_mask.cache_clear()
     assert use_template_fit(flair, tmp_path / "fit" / "reb.json")

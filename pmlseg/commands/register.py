@@ -54,6 +54,10 @@ def add_arguments(p):
     p.add_argument("--template-fit", nargs=2, metavar=("FLAIR", "OUT.json"),
                    help="(workflow) meanwhile, in a thread, fit the ICBM152 template to FLAIR (the rebaseline's) for the "
                         "detection job: brain mask and transform beside OUT.json, which names them and the voxels' digest")
+    p.add_argument("--same-session", nargs="+", metavar="PATH",
+                   help="(workflow) OUT.json IMAGE...: meanwhile, in a thread, register each IMAGE (T1/T2/DWI of "
+                        "MOVING's session) to MOVING rigidly as the detection does; transforms beside OUT.json, "
+                        "with the voxels' digests")
 
 
 def _read(path: str, what: str):
@@ -78,35 +82,50 @@ def run(args) -> int:
     moving = _read(args.moving, "moving image")
     check_image(fixed, args.fixed)  # refuse bad input before any work
     check_image(moving, args.moving)
-    fit = _start_template_fit(*args.template_fit) if args.template_fit else None
+    ahead = _start_ahead(args)
     try:
         return _register(args, fixed, moving)
     finally:
-        if fit is not None:
-            _finish_template_fit(fit)
+        _finish_ahead(ahead)
 
 
-def _start_template_fit(flair: str, out: str):
+def _start_ahead(args) -> list:
+    """Work for the detection job that needs no pair (--template-fit, --same-session): a thread each beside the
+    registration when the job owns more than one core, else in turn (pmlseg.background)."""
     from pmlseg.background import worker
-    from pmlseg.detect.predictor import read_image
-    from pmlseg.registration.template_fit import write_template_fit
 
-    pool = worker("template-fit")
-    future = pool.submit(lambda: write_template_fit(read_image(flair, "rebaseline FLAIR"), out, name=flair))
-    pool.shutdown(wait=False)
-    return future
+    tasks = []
+    if args.template_fit:
+        from pmlseg.detect.predictor import read_image
+        from pmlseg.registration.template_fit import write_template_fit
+
+        flair, fit_out = args.template_fit
+        tasks.append(("template fit", lambda: write_template_fit(read_image(flair, "rebaseline FLAIR"), fit_out,
+                                                                 name=flair)))
+    if args.same_session and len(args.same_session) > 1:
+        from pmlseg.detect.same_session import write_same_session
+
+        session_out, *images = args.same_session
+        tasks.append(("same-session registrations", lambda: write_same_session(args.moving, images, session_out)))
+    futures = []
+    for what, task in tasks:
+        pool = worker(what)
+        futures.append((what, pool.submit(task)))
+        pool.shutdown(wait=False)
+    return futures
 
 
-def _finish_template_fit(future) -> None:
-    """Wait for the fit; a problem with the image is only logged (the detection meets it itself and records it)."""
+def _finish_ahead(futures: list) -> None:
+    """Wait for them; a problem with an image is only logged (the detection meets it itself and records it)."""
     import logging
 
     from pmlseg.errors import PmlsegError
 
-    try:
-        future.result()
-    except PmlsegError as exc:
-        logging.getLogger(__name__).warning("template fit for the detection not written: %s", exc)
+    for what, future in futures:
+        try:
+            future.result()
+        except PmlsegError as exc:
+            logging.getLogger(__name__).warning("%s for the detection not written: %s", what, exc)
 
 
 def _register(args, fixed, moving) -> int:

@@ -175,14 +175,22 @@ def read_optional(path: str | Path):
     return sitk.Cast(img, sitk.sitkFloat32)
 
 
-def register_optional(optional: dict, flairs: dict) -> dict:
+def register_optional(optional: dict, flairs: dict, same_session: str | Path | None = None) -> dict:
     """{key: (image, same-session transform)} for every optional image: read and registered to its visit's
     FLAIR (``flairs[visit]``). Needs neither the pair nor the network, so ``_run_case`` runs it in a thread
-    beside them (pmlseg.background): ~8-11 s of a lone follow-up's job with T1, T2 and DWI."""
+    beside them (pmlseg.background): ~8-11 s of a lone follow-up's job with T1, T2 and DWI. ``same_session``:
+    the follow-up's registrations written by its registration job (pmlseg.detect.same_session), used where
+    they were made from these very images."""
+    images = {k: read_optional(path) for k, path in optional.items()}
+    if same_session:
+        from pmlseg.detect.same_session import use_same_session
+
+        mine = [img for k, img in images.items() if OPTIONAL[k][0] == "followup"]
+        if mine and use_same_session(same_session, flairs["followup"], mine):
+            log.info("follow-up same-session registrations reused from its registration job")
     done = {}
-    for k, path in optional.items():
+    for k, img in images.items():
         visit, kind = OPTIONAL[k]
-        img = read_optional(path)
         done[k] = img, intra_visit_transform(flairs[visit], img, fixed_name=f"{visit} FLAIR",
                                              moving_name=f"{visit} {kind}")
     return done
@@ -232,7 +240,8 @@ def _qc_record(qc) -> dict:
 def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, predictor=None,
              method: str = "model", followup_transform: str | Path | None = None,
              optional: dict | None = None, allow_qc_failure: bool = False, report: bool = True,
-             pair=None, template_fit: str | Path | None = None) -> CaseResult:
+             pair=None, template_fit: str | Path | None = None,
+             same_session: str | Path | None = None) -> CaseResult:
     """Detect new/enlarging lesions of ``followup`` against ``baseline`` and write them into ``out``.
 
     Outputs (atomic): new_lesions.nii.gz, lesions.tsv (with characterisation and PML-score columns), qc.json,
@@ -244,20 +253,22 @@ def run_case(baseline: str | Path, followup: str | Path, out: str | Path, *, pre
     with ``allow_qc_failure`` writes only qc.json with status "failed".
     ``pair`` (a PreparedPair of these files) skips reading/registration, e.g. to run both methods.
     ``template_fit``: the baseline's template fit written by `pmlseg template-fit` (its JSON), used instead of
-    fitting again when it was made from this baseline (pmlseg.registration.template_fit).
+    fitting again when it was made from this baseline (pmlseg.registration.template_fit); ``same_session``: the
+    follow-up's T1/T2/DWI registrations written by `pmlseg register --same-session`, likewise.
     """
     clear_outputs(out)
     try:
         return _run_case(baseline, followup, Path(out), predictor=predictor, method=method,
                          followup_transform=followup_transform, optional=optional,
-                         allow_qc_failure=allow_qc_failure, report=report, pair=pair, template_fit=template_fit)
+                         allow_qc_failure=allow_qc_failure, report=report, pair=pair, template_fit=template_fit,
+                         same_session=same_session)
     except BaseException:
         clear_outputs(out)
         raise
 
 
 def _run_case(baseline, followup, out: Path, *, predictor, method, followup_transform, optional,
-              allow_qc_failure, report, pair, template_fit=None) -> CaseResult:
+              allow_qc_failure, report, pair, template_fit=None, same_session=None) -> CaseResult:
     from concurrent.futures import wait
 
     import SimpleITK as sitk
@@ -288,7 +299,7 @@ def _run_case(baseline, followup, out: Path, *, predictor, method, followup_tran
     # work that needs neither the pair nor the network (the optional images' same-session registrations, the
     # report's DICOM derived series) runs in a thread beside them when the job owns more than one core
     pool = worker("case-inputs")
-    registered = pool.submit(register_optional, optional, {"baseline": bl_img, "followup": fu_img})
+    registered = pool.submit(register_optional, optional, {"baseline": bl_img, "followup": fu_img}, same_session)
     derived = None
     if report:
         from pmlseg.report.dicom_outputs import encode_derived_series

@@ -28,7 +28,7 @@ from pmlseg.workflow.step import read_status, write_status
 log = logging.getLogger(__name__)
 
 CASE_KEYS = {"status", "out", "baseline", "followup", "followup_transform", "optional", "requires", "log",
-             "template_fit"}
+             "template_fit", "same_session"}
 
 
 def fingerprint(case: dict, options: dict) -> str:
@@ -121,7 +121,8 @@ def run_cases(cases: list[dict], *, method: str = "model", model: str | None = N
                     predictor = predictor_factory(model, device)
                 pipeline.run_case(case["baseline"], case["followup"], case["out"], predictor=predictor,
                                   method=method, followup_transform=case.get("followup_transform"),
-                                  optional=case.get("optional") or {}, template_fit=case.get("template_fit"))
+                                  optional=case.get("optional") or {}, template_fit=case.get("template_fit"),
+                                  same_session=case.get("same_session"))
             except PmlsegError as exc:
                 log.error("%s", exc)
                 write_status(case["status"], "failed", str(exc), stage="detect",

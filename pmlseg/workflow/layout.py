@@ -23,6 +23,11 @@ def template_fit(sub: str, ses: str) -> str:
     return f"{visit_dir(sub, ses)}/template/{sub}_{ses}_template-fit.json"
 
 
+def same_session(sub: str, ses: str) -> str:
+    """This visit's T1/T2/DWI -> FLAIR registrations (`pmlseg register --same-session`; transforms beside it)."""
+    return f"{visit_dir(sub, ses)}/xfm/{sub}_{ses}_same-session.json"
+
+
 def preproc_status(sub: str, ses: str) -> str:
     return f"{visit_dir(sub, ses)}/preproc/status.json"
 

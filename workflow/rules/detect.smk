@@ -33,7 +33,8 @@ def detect_cases(sub):
             cases.append({"status": P(L.detect_status(sub, ses, against)), "out": P(L.detect_dir(sub, ses, against)),
                           "baseline": image(base, "flair"), "followup": image(r, "flair"),
                           "followup_transform": P(tfm), "optional": optional, "requires": [P(req)],
-                          "log": P(f"logs/detect/{sub}_{ses}_{against}.log"), **fit})
+                          "log": P(f"logs/detect/{sub}_{ses}_{against}.log"), **fit,
+                          **({"same_session": P(L.same_session(sub, ses))} if optional else {})})
     return cases
 
 

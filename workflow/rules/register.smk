@@ -17,6 +17,16 @@ def template_fit_args(w, reb):
     return f" --template-fit {Q(image(visit(w.sub, reb), 'flair'))} {Q(P(L.template_fit(w.sub, reb)))}"
 
 
+def same_session_args(w):
+    """The follow-up's T1/T2/DWI are registered to its FLAIR in a thread beside the pair registration, for the
+    detection job (pmlseg.detect.same_session); not with `preprocess` (MOVING is then not the FLAIR detection reads)."""
+    r = visit(w.sub, w.ses)
+    images = [image(r, k) for k in ("t1w", "t2w", "dwi") if r[k]]
+    if not images:
+        return ""
+    return f" --same-session {Q(P(L.same_session(w.sub, w.ses)))} " + " ".join(Q(i) for i in images)
+
+
 def register_args(w):
     reb = rebaseline(w.sub)["session"]
     if config["preprocess"]:
@@ -25,7 +35,7 @@ def register_args(w):
                 f"-- {PMLSEG} register {Q(P(L.preproc_flair(w.sub, reb)))} {Q(P(L.preproc_flair(w.sub, w.ses)))} "
                 f"--fixed-mask {Q(P(L.brain_mask(w.sub, reb)))}" + template_fit_args(w, reb))
     return (f"-- {PMLSEG} register {Q(image(visit(w.sub, reb), 'flair'))} {Q(image(visit(w.sub, w.ses), 'flair'))}"
-            + template_fit_args(w, reb))
+            + template_fit_args(w, reb) + same_session_args(w))
 
 
 rule register:

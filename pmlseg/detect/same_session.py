@@ -1,0 +1,74 @@
+"""A follow-up's same-session registrations (its T1/T2/DWI -> its FLAIR) made by its registration job.
+
+Why: the detection job registered them (~10 s of CPU for T1, T2 and DWI) in a thread beside the network, and
+on 2 cores the two slowed each other; the follow-up's registration job has spare CPU while it registers the
+pair. That job (`pmlseg register ... --same-session OUT.json IMAGE...`) writes each transform with a digest of
+the voxels it was computed from; the detection seeds ``pipeline.intra_visit_transform``'s memo from it when
+both images' digests match what it reads, and registers as before otherwise (missing, failed, other voxels).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from pmlseg.atomic import atomic_path, write_text
+from pmlseg.memo import image_key
+
+log = logging.getLogger(__name__)
+
+
+def _key(img) -> list:
+    return json.loads(json.dumps(image_key(img)))
+
+
+def write_same_session(flair_path: str, images: list[str], sidecar: str | Path) -> None:
+    """Register each of ``images`` to the FLAIR of its session, as the detection would; write the transforms
+    beside ``sidecar`` and, last, the sidecar (the FLAIR's and each image's digest, the transform files)."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect.pipeline import intra_visit_transform, read_optional
+    from pmlseg.detect.predictor import read_image
+
+    sidecar = Path(sidecar)
+    sidecar.unlink(missing_ok=True)  # never a stale set beside a failed one
+    flair = read_image(flair_path, "FLAIR")
+    stem = sidecar.name.removesuffix(".json")
+    entries = []
+    for i, path in enumerate(images):
+        img = read_optional(path)
+        tfm = intra_visit_transform(flair, img, fixed_name="followup FLAIR", moving_name=Path(path).name)
+        name = f"{stem}_{i}_rigid.tfm"
+        with atomic_path(sidecar.parent / name, suffix=".tfm") as tmp:
+            sitk.WriteTransform(tfm, str(tmp))
+        entries.append({"image": _key(img), "transform": name})
+    write_text(sidecar, json.dumps({"flair": _key(flair), "images": entries,
+                                    "what": "same-session rigid transforms, FLAIR points -> image points"}) + "\n")
+
+
+def use_same_session(sidecar: str | Path, flair, images: list) -> int:
+    """Seed intra_visit_transform with the written transform of every one of ``images`` (as read for the
+    detection) registered to ``flair``; returns how many were found."""
+    import SimpleITK as sitk
+
+    from pmlseg.detect.pipeline import intra_visit_transform
+
+    sidecar = Path(sidecar)
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("flair") != _key(flair):
+            log.warning("same-session registrations %s were made for another FLAIR: registering again", sidecar.name)
+            return 0
+        written = {json.dumps(e["image"]): e["transform"] for e in meta["images"]}
+        found = 0
+        for img in images:
+            name = written.get(json.dumps(_key(img)))
+            if name is not None:
+                intra_visit_transform.remember((flair, img), {}, sitk.ReadTransform(str(sidecar.parent / name)))
+                found += 1
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        log.warning("same-session registrations not reused (%s): registering again",
+                    str(exc).strip().splitlines()[-1][:120])
+        return 0
+    return found
