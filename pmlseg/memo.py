@@ -25,6 +25,13 @@ def image_key(img) -> tuple:
             hashlib.blake2b(arr.view(np.uint8).ravel(), digest_size=20).hexdigest())
 
 
+def image_key_json(img) -> list:
+    """``image_key`` as JSON gives it back (lists for tuples): to store beside results another process reuses."""
+    import json
+
+    return json.loads(json.dumps(image_key(img)))
+
+
 def _key(value):
     import SimpleITK as sitk
 

@@ -24,10 +24,10 @@ DEFAULT_CONFIG = {
     "threshold": 0.5,             # operating point (lesions reported as new/enlarging; pmlseg.detect.candidates)
     "review_threshold": None,     # lower cut for "possible new lesions -- please check" (None: no review band)
     "calibration": None,          # {"peak": [...], "confidence": [...]}: peak probability -> confidence
-    "tta_flips": [],
+    "tta_flips": [],              # tensor dims (2 = x, 3 = y of (n, C, x, y)) averaged with flipped inputs
     # a second output channel trained on every lesion the follow-up shows (single-visit segmentation as an
     # auxiliary task, issue 15); inference reads channel 0 only
-    "aux_lesion_head": False,              # tensor dims (2 = x, 3 = y of (n, C, x, y)) averaged with flipped inputs
+    "aux_lesion_head": False,
     "min_size_mm3": 10.0,
     "min_followup_peak": 1.1,     # postprocess.plausible: a new lesion is FLAIR-bright at follow-up ...
     "min_mean_difference": 0.1,   # ... and brighter than at the rebaseline (x median brain)

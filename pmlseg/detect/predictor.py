@@ -201,6 +201,17 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def _verified(path: Path, expected, what: str) -> str:
+    """``path``'s sha256, refused (naming the file) unless it is the one metadata.json records."""
+    from pmlseg.detect.train import sha256
+
+    actual = sha256(path)
+    if actual != expected:
+        raise PmlsegError(f"{path}: sha256 {actual[:12]}… does not match metadata.json ({str(expected)[:12]}…): "
+                          f"{what} corrupt or replaced")
+    return actual
+
+
 class Predictor:
     """The detection network, loaded and checksum-verified once; ``probability`` per case.
 
@@ -215,7 +226,6 @@ class Predictor:
     def __init__(self, model: str | Path | None = None, device: str = "auto"):
         from pmlseg.background import worker
         from pmlseg.detect.network import DEFAULT_CONFIG
-        from pmlseg.detect.train import sha256
 
         self.dir = resolve_model(model)
         meta_path = self.dir / "metadata.json"
@@ -228,11 +238,7 @@ class Predictor:
         weights = self.dir / self.metadata.get("weights", "model.pt")
         if not weights.is_file():
             raise PmlsegError(f"{weights}: model weights missing")
-        actual = sha256(weights)
-        if actual != self.metadata.get("sha256"):
-            raise PmlsegError(f"{weights}: sha256 {actual[:12]}… does not match metadata.json "
-                              f"({str(self.metadata.get('sha256'))[:12]}…): weights corrupt or replaced")
-        self.sha256 = actual
+        self.sha256 = _verified(weights, self.metadata.get("sha256"), "weights")
         self.torchscript = self._checked_torchscript()
         self.meta = self.metadata
         self.name = self.metadata.get("name", self.dir.name)
@@ -251,18 +257,13 @@ class Predictor:
 
     def _checked_torchscript(self) -> Path | None:
         """model.ts when the metadata names it: its sha256 checked, and traced from these very weights."""
-        from pmlseg.detect.train import sha256
-
         entry = self.metadata.get("torchscript")
         if not entry:
             return None
         path = self.dir / entry.get("file", "model.ts")
         if not path.is_file():
             raise PmlsegError(f"{path}: TorchScript network named in metadata.json is missing")
-        actual = sha256(path)
-        if actual != entry.get("sha256"):
-            raise PmlsegError(f"{path}: sha256 {actual[:12]}… does not match metadata.json "
-                              f"({str(entry.get('sha256'))[:12]}…): file corrupt or replaced")
+        _verified(path, entry.get("sha256"), "file")
         if entry.get("traced_from_sha256") != self.sha256:
             raise PmlsegError(f"{path}: traced from other weights than {self.metadata.get('weights', 'model.pt')} "
                               "(re-export it with pmlseg.detect.network.save_torchscript)")

@@ -14,13 +14,10 @@ import logging
 from pathlib import Path
 
 from pmlseg.atomic import atomic_path, write_text
-from pmlseg.memo import image_key
+from pmlseg.memo import image_key_json
 
 log = logging.getLogger(__name__)
 
-
-def _key(img) -> list:
-    return json.loads(json.dumps(image_key(img)))
 
 
 def write_same_session(flair_path: str, images: list[str], sidecar: str | Path) -> None:
@@ -42,8 +39,8 @@ def write_same_session(flair_path: str, images: list[str], sidecar: str | Path) 
         name = f"{stem}_{i}_rigid.tfm"
         with atomic_path(sidecar.parent / name, suffix=".tfm") as tmp:
             sitk.WriteTransform(tfm, str(tmp))
-        entries.append({"image": _key(img), "transform": name})
-    write_text(sidecar, json.dumps({"flair": _key(flair), "images": entries,
+        entries.append({"image": image_key_json(img), "transform": name})
+    write_text(sidecar, json.dumps({"flair": image_key_json(flair), "images": entries,
                                     "what": "same-session rigid transforms, FLAIR points -> image points"}) + "\n")
 
 
@@ -57,13 +54,13 @@ def use_same_session(sidecar: str | Path, flair, images: list) -> int:
     sidecar = Path(sidecar)
     try:
         meta = json.loads(sidecar.read_text())
-        if meta.get("flair") != _key(flair):
+        if meta.get("flair") != image_key_json(flair):
             log.warning("same-session registrations %s were made for another FLAIR: registering again", sidecar.name)
             return 0
         written = {json.dumps(e["image"]): e["transform"] for e in meta["images"]}
         found = 0
         for img in images:
-            name = written.get(json.dumps(_key(img)))
+            name = written.get(json.dumps(image_key_json(img)))
             if name is not None:
                 intra_visit_transform.remember((flair, img), {}, sitk.ReadTransform(str(sidecar.parent / name)))
                 found += 1

@@ -17,7 +17,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pmlseg.atomic import atomic_path, write_nifti, write_text
-from pmlseg.memo import image_key
+from pmlseg.memo import image_key_json
 from pmlseg.registration.affine import check_image
 from pmlseg.registration.preprocess import brain_mask
 
@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 
 # the call the detection (pmlseg.detect.predictor.prepare_pair) and the location priors make
 _ARGS, _KWARGS = ("FLAIR",), {"return_transform": True}
-
-
-def _key(flair: sitk.Image) -> list:
-    return json.loads(json.dumps(image_key(flair)))
 
 
 def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "rebaseline FLAIR") -> None:
@@ -43,7 +39,7 @@ def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "reba
     write_nifti(sidecar.parent / files["mask"], mask)
     with atomic_path(sidecar.parent / files["transform"], suffix=".tfm") as tmp:
         sitk.WriteTransform(transform, str(tmp))
-    write_text(sidecar, json.dumps({"image": _key(img), **files,
+    write_text(sidecar, json.dumps({"image": image_key_json(img), **files,
                                     "what": "ICBM152 template (FLAIR contrast) -> image affine and brain mask"}) + "\n")
 
 
@@ -54,7 +50,7 @@ def use_template_fit(flair: sitk.Image, sidecar: str | Path) -> bool:
     img = check_image(flair, "rebaseline FLAIR")
     try:
         meta = json.loads(sidecar.read_text())
-        if meta.get("image") != _key(img):
+        if meta.get("image") != image_key_json(img):
             log.warning("template fit %s was made from another image: fitting again", sidecar.name)
             return False
         mask = sitk.ReadImage(str(sidecar.parent / meta["mask"]), sitk.sitkUInt8)

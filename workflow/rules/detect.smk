@@ -34,7 +34,9 @@ def detect_cases(sub):
                           "baseline": image(base, "flair"), "followup": image(r, "flair"),
                           "followup_transform": P(tfm), "optional": optional, "requires": [P(req)],
                           "log": P(f"logs/detect/{sub}_{ses}_{against}.log"), **fit,
-                          **({"same_session": P(L.same_session(sub, ses))} if optional else {})})
+                          # written by the registration job (register.smk same_session_args), not with preprocess
+                          **({"same_session": P(L.same_session(sub, ses))}
+                             if optional and not config["preprocess"] else {})})
     return cases
 
 
