@@ -10,7 +10,8 @@ size, and a FROC table over confidence thresholds, for one or more models, on th
 
 Each case is prepared once (registration + working grid) and cached in --cache; each model's probability
 map is computed once per case; lesions are then made at each threshold as the pipeline makes them
-(plausible 26-components of prob > t, pmlseg.detect.candidates.lesions_at).
+(plausible 26-components of prob > t, pmlseg.detect.candidates.lesions_at; for a model with a lesion
+classifier, its candidates scoring > t; --one-stage ignores the classifier).
 
     .venv/bin/python benchmarks/detect_froc.py --models newlesion-2p5d /path/other_model \
         [--validation 6] [--test 4] [--cache /tmp/froc_cache] [--fit-out calib.json]
@@ -33,7 +34,7 @@ import numpy as np
 from pmlseg.detect.metrics import lesion_metrics  # one definition of lesion-wise scoring
 
 SIZE_BINS = ((10, 30), (30, 100), (100, np.inf))
-THRESHOLDS = (0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+THRESHOLDS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 
 
 def prepare(cache: Path, name: str, make):
@@ -87,7 +88,7 @@ def score_case(case: dict, labels_gt: np.ndarray, t: float) -> dict:
     return {"t": t, **lesion_metrics(labels_gt, case["gt_new"], case["gt"].GetSpacing(), SIZE_BINS)}
 
 
-def sweep(case: dict, prob: np.ndarray, config: dict, thresholds) -> tuple[list[dict], tuple]:
+def sweep(case: dict, prob: np.ndarray, config: dict, thresholds, scored=None) -> tuple[list[dict], tuple]:
     """Metrics at each operating threshold (lesions as the pipeline makes them), and the (peak, is-true)
     pairs of the lowest threshold's lesions (for the calibration)."""
     from pmlseg.detect.candidates import lesions_at
@@ -95,7 +96,7 @@ def sweep(case: dict, prob: np.ndarray, config: dict, thresholds) -> tuple[list[
     pair = case["pair"]
     rows, cands = [], None
     for t in thresholds:
-        labels, peaks = lesions_at(prob, pair.bl, pair.fu, pair.spacing, config, t)
+        labels, peaks = lesions_at(prob, pair.bl, pair.fu, pair.spacing, config, t, scored)
         lg = on_gt_grid(labels, case)
         rows.append(score_case(case, lg, t))
         if cands is None:
@@ -162,6 +163,7 @@ def main() -> None:
     ap.add_argument("--fit-out", help="write the calibration and the rule's thresholds (first model) here")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tta", nargs="*", type=int, help="override the models' tta_flips (e.g. --tta 2 3)")
+    ap.add_argument("--one-stage", action="store_true", help="ignore the models' lesion classifiers")
     a = ap.parse_args()
 
     from pmlseg.detect.predictor import Predictor
@@ -179,21 +181,26 @@ def main() -> None:
         pred = Predictor(model, a.device)
         if a.tta is not None:
             pred.config["tta_flips"] = a.tta
+        if a.one_stage:
+            pred.classifier = None
         cfg = dict(pred.config)
         print(f"\n=== model {pred.name} ({pred.dir}) sha256 {pred.sha256[:12]}, "
               f"{pred.metadata.get('training_steps', '?')} steps; its threshold {cfg['threshold']}; "
-              f"TTA flips {cfg.get('tta_flips')}", flush=True)
+              f"TTA flips {cfg.get('tta_flips')}; "
+              f"{'lesion classifier: thresholds cut its score' if pred.classifier else 'one stage'}", flush=True)
         results, val_cands = {}, []
         for set_name, cases in sets.items():
             results[set_name] = {}
             for name, make in cases:
                 case = prepare(cache, name, make)
                 t = time.perf_counter()
-                # flips on every slice that can reach the lowest threshold of the sweep, not just the model's
+                # one stage: flips on every slice that can reach the sweep's lowest threshold, not just the
+                # model's; with a classifier, the probability its features were made from
                 prob = pred.probability(case["pair"].bl, case["pair"].fu, case["pair"].mask,
-                                        exact_above=min(thresholds))
+                                        exact_above=None if pred.classifier else min(thresholds))
+                scored = pred.scored(prob, case["pair"])
                 infer = time.perf_counter() - t
-                results[set_name][name], cands = sweep(case, prob, cfg, thresholds)
+                results[set_name][name], cands = sweep(case, prob, cfg, thresholds, scored)
                 if set_name == "validation":
                     val_cands.append(cands)
                 print(f"  {set_name:10s} {name:9s} inference {infer:.1f} s", flush=True)

@@ -130,7 +130,8 @@ def detect(pair, predictor=None, method: str = "model", threshold: float | None 
         prob = predictor.probability(pair.bl, pair.fu, pair.mask)
     else:
         raise PmlsegError(f"unknown method {method!r}; choose model or classical")
-    (lab, conf), (pos, pconf) = candidates.operating_and_possible(prob, pair.bl, pair.fu, pair.spacing, cfg)
+    scored = predictor.scored(prob, pair) if method == "model" else None
+    (lab, conf), (pos, pconf) = candidates.operating_and_possible(prob, pair.bl, pair.fu, pair.spacing, cfg, scored)
     return Detection(prob, lab, conf, pos, pconf)
 
 
@@ -338,7 +339,8 @@ def _detect_and_report(baseline, followup, out: Path, bl_img, fu_img, registered
                            "metrics": {k: round(float(v), 4) for k, v in (pair.qc.metrics or {}).items()},
                            "transform": "given" if followup_transform else "registered (affine)"},
           "method": method,
-          "model": ({"name": predictor.name, "sha256": predictor.sha256, "device": predictor.device}
+          "model": (dict({"name": predictor.name, "sha256": predictor.sha256, "device": predictor.device},
+                         **({"lesion_classifier_sha256": predictor.classifier_sha256} if predictor.classifier else {}))
                     if method == "model" and predictor is not None else {"name": "classical subtraction"}),
           "working_grid_spacing_mm": [round(s, 3) for s in pair.spacing],
           "coordinates": "LPS (ITK/DICOM physical space), mm"}

@@ -240,6 +240,7 @@ class Predictor:
             raise PmlsegError(f"{weights}: model weights missing")
         self.sha256 = _verified(weights, self.metadata.get("sha256"), "weights")
         self.torchscript = self._checked_torchscript()
+        self.classifier = self._checked_classifier()
         self.meta = self.metadata
         self.name = self.metadata.get("name", self.dir.name)
         self.config = dict(DEFAULT_CONFIG)
@@ -268,6 +269,27 @@ class Predictor:
             raise PmlsegError(f"{path}: traced from other weights than {self.metadata.get('weights', 'model.pt')} "
                               "(re-export it with pmlseg.detect.network.save_torchscript)")
         return path
+
+    def _checked_classifier(self):
+        """The second stage (lesion_classifier.json) when the metadata names it, its sha256 checked."""
+        entry = self.metadata.get("lesion_classifier")
+        if not entry:
+            return None
+        from pmlseg.detect.lesion_classifier import LesionClassifier
+
+        path = self.dir / entry.get("file", "lesion_classifier.json")
+        if not path.is_file():
+            raise PmlsegError(f"{path}: lesion classifier named in metadata.json is missing")
+        self.classifier_sha256 = _verified(path, entry.get("sha256"), "file")
+        return LesionClassifier.load(path)
+
+    def scored(self, prob: np.ndarray, pair):
+        """The second stage's (candidate labels, scores) for ``pair``, or None for a one-stage model."""
+        if self.classifier is None:
+            return None
+        from pmlseg.detect.candidates import scored_candidates
+
+        return scored_candidates(prob, pair.bl, pair.fu, pair.mask, pair.spacing, self.config, self.classifier)
 
     def _load(self, weights: Path):
         import torch
@@ -323,7 +345,8 @@ class Predictor:
         Test-time flips (``tta_flips``) are averaged in only on slices where the plain pass reaches
         ``n * exact_above - (n - 1)`` somewhere (n passes): the mean can only reach ``exact_above`` where the
         plain pass does, so every voxel at or above it is exactly the flip average. Default ``exact_above``:
-        the lower of the operating and review thresholds (what the lesions are cut at); 0 flips every slice.
+        the lower of the operating and review thresholds (what the lesions are cut at), or with a lesion
+        classifier the ``flips_above`` its features were made with; 0 flips every slice.
         """
         import torch
 
@@ -342,7 +365,9 @@ class Predictor:
         extent = [s.stop - s.start for s in tight[:2]]
         margin = [min(8, (int(r) - e) // 2) if e <= int(r) else 8 for e, r in zip(extent, self.config["roi_size"])]
         box = bounding_box(region, margin=(*margin, 1))
-        if exact_above is None:
+        if exact_above is None and self.classifier is not None:  # its thresholds cut scores, not probability
+            exact_above = float(self.classifier.candidates.get("flips_above", 0.9))
+        elif exact_above is None:
             exact_above = min(float(self.config["threshold"]),
                               float(self.config.get("review_threshold") or self.config["threshold"]))
         flips = [(d,) for d in self.config.get("tta_flips") or []]
