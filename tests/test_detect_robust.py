@@ -28,8 +28,11 @@ def test_harmonisation_ignores_a_large_bright_region():
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_large_injected_lesion_changes_other_detections_by_at_most_one(shared_data, benchmark_script):
-    r = benchmark_script("large_lesion_invariance").compare("patient01")
+@pytest.mark.parametrize("case", ["patient01", "patient03"])
+def test_large_injected_lesion_changes_other_detections_by_at_most_one(case, shared_data, benchmark_script):
+    """The injected lesion itself is found (patient03: two scanners, many faint changes; the first lesion
+    classifier scored its 13 mL lesion below the operating point there) and the others barely move."""
+    r = benchmark_script("large_lesion_invariance").compare(case)
     assert 6.0 < r["injected_ml"] < 14.0
     assert r["injected"]["injected_found"]
     assert r["gt_found_changed"] <= 1, r

@@ -48,7 +48,7 @@ def _phantom(rng):
 
 def test_difference_blobs_become_candidates_with_telling_features():
     """A bright new blob the network missed (probability 0) is still a candidate; its features say what a
-    reader would: deep below the surface, far above the difference image's noise, brighter than around."""
+    reader would: deep below the surface, clearly brighter than at the rebaseline and than around it."""
     bl, fu, mask, spacing, deep = _phantom(np.random.default_rng(1))
     prob = np.zeros(bl.shape, np.float32)
     lab = candidate_labels(prob, bl, fu, mask, spacing, CONFIG)
@@ -58,7 +58,7 @@ def test_difference_blobs_become_candidates_with_telling_features():
     X = lesion_features(lab, prob, bl, fu, mask, spacing)
     row = dict(zip(FEATURES, X[blob - 1]))
     assert row["prob_max"] == 0 and row["from_network"] == 0
-    assert row["depth_mm"] > 25 and row["z_mean"] > 5 and row["shell_contrast"] > 0.3
+    assert row["depth_mm"] > 25 and row["diff_mean"] > 0.3 and row["shell_contrast"] > 0.3
     assert row["n_slices"] == 2 and 2.3 < row["log_volume"] < 2.8  # 8 x 8 x 2 voxels of 3 mm3
     # the network's own components are candidates too, whatever the difference image says
     prob[40:50, 60:70, 8:10] = 0.6
@@ -90,7 +90,7 @@ def test_a_fitted_classifier_is_checked_and_used_by_the_pipeline(tmp_path, share
     meta.pop("lesion_classifier", None)
     (model / "metadata.json").write_text(json.dumps(meta))
     (model / "lesion_classifier.json").unlink(missing_ok=True)
-    assert main(["train-classifier", "--model", str(model), "--pairs", "2", "--icbm", "0",
+    assert main(["train-classifier", "--model", str(model), "--pairs", "2", "--icbm", "0", "--pml", "0",
                  "--cache", str(tmp_path / "cache")]) == 0
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["pair0.npz", "pair1.npz"]
     entry = json.loads((model / "metadata.json").read_text())["lesion_classifier"]

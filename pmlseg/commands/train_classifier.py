@@ -11,7 +11,8 @@ noise, follow-up brightness, depth below the brain surface, contrast against the
 scored by a gradient-boosting classifier.
 
 The cases are synthetic pairs drawn fresh for this purpose (pmlseg.detect.pairs on the training brains,
-and ICBM152-phantom cases with seeds from 200; never the validation or test seeds); their features are
+ICBM152-phantom cases with seeds from 200, and phantom cases with a new PML-like lesion with seeds from
+300; never the validation or test seeds); their features are
 cached in --cache so an interrupted build resumes. Writes MODEL/lesion_classifier.json and names it,
 with its sha256, in MODEL/metadata.json; afterwards fit the operating and review thresholds on the
 validation set (benchmarks/detect_froc.py --fit-out, the rule in docs/detection.md). About 10 s per pair
@@ -23,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="model folder (metadata.json, model.pt, inference.json)")
     p.add_argument("--pairs", type=int, default=120, help="synthetic pairs from the training brains")
     p.add_argument("--icbm", type=int, default=30, help="ICBM152-phantom cases")
+    p.add_argument("--pml", type=int, default=20, help="ICBM152-phantom cases with a new PML-like lesion")
     p.add_argument("--cache", required=True, help="folder for the per-case features (resumable)")
     p.add_argument("--seed", type=int, default=0, help="the classifier's random state")
 
@@ -34,11 +36,12 @@ def run(args) -> int:
     from pmlseg.errors import PmlsegError
     from pmlseg.paths import shared_data_dir
 
-    if args.pairs < 0 or args.icbm < 0 or args.pairs + args.icbm < 1:
-        raise PmlsegError(f"--pairs {args.pairs} --icbm {args.icbm}: need at least one case")
+    if min(args.pairs, args.icbm, args.pml) < 0 or args.pairs + args.icbm + args.pml < 1:
+        raise PmlsegError(f"--pairs {args.pairs} --icbm {args.icbm} --pml {args.pml}: need at least one case")
     model = Path(args.model)
     if not (model / "metadata.json").is_file():
         raise PmlsegError(f"{model / 'metadata.json'}: model metadata missing (is {model} a model folder?)")
-    out = train_classifier(model, args.pairs, args.icbm, Path(args.cache), shared_data_dir(), args.seed)
+    out = train_classifier(model, args.pairs, args.icbm, Path(args.cache), shared_data_dir(), args.seed,
+                           n_pml=args.pml)
     print(f"wrote {out}")
     return 0

@@ -12,17 +12,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def make_case(seed: int, small: bool = False):
-    """(baseline FLAIR, follow-up FLAIR, ground truth on the baseline grid): SimpleITK images."""
+def make_case(seed: int, small: bool = False, pml: bool = False):
+    """(baseline FLAIR, follow-up FLAIR, ground truth on the baseline grid): SimpleITK images.
+
+    ``pml``: the follow-up also shows a new PML-like lesion (pmlseg.synth's, planned over three visits: it
+    appears at the second and has grown by the third, which is this case's follow-up), part of the truth."""
     import SimpleITK as sitk
 
     from pmlseg.synth import acquisition, anatomy, contrast, lesions
 
     rng = np.random.default_rng(10_000 + seed)
     tissues = anatomy.load_template()
-    history = lesions.plan_patient(tissues, rng, n_visits=2, pml=False)
-    maps = [lesions.render_lesions(history, tissues, visit=v) for v in (0, 1)]
-    new = ((maps[1].ms >= 0.5) & (maps[0].ms < 0.5)).astype(np.int16)
+    history = lesions.plan_patient(tissues, rng, n_visits=3 if pml else 2, pml=pml)
+    maps = [lesions.render_lesions(history, tissues, visit=v) for v in ((0, 2) if pml else (0, 1))]
+    new = ((np.maximum(maps[1].ms, maps[1].pml) >= 0.5) & (np.maximum(maps[0].ms, maps[0].pml) < 0.5)).astype(np.int16)
     n = (200, 200) if small else (240, 240)
     grids = [acquisition.make_grid("axial", (*n, 36), (1.0 if small else 0.9, 1.0 if small else 0.9, 4.0),
                                    tilt_deg=tuple(rng.uniform(-6, 6, 3))),
