@@ -1,8 +1,8 @@
 """Candidate lesions and what a second, lesion-level stage can tell about each (the two-stage lever).
 
 Why: the network decides voxel by voxel from three slices; a lesion-level stage sees each candidate whole
-(size, depth below the cortex, contrast against the surrounding tissue and against the difference
-image's own noise, how far it reaches along z, how sure the network was), which is how lesion-level
+(size, depth below the cortex, contrast and change against the surrounding tissue, how far it reaches
+along z, how sure the network was), which is how lesion-level
 classifiers cut false positives in Elliott 2013 and Salem 2018. Candidates are the network's components at
 a low probability and the difference image's blobs a few noise SDs above its median (so faint changes the
 network never learnt can still be proposed); both are cut by the plausibility check of postprocess.

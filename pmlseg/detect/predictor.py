@@ -220,7 +220,8 @@ class Predictor:
     (pmlseg.background), beside the first case's reading and resampling. Load errors (naming the file)
     surface at first use. On CPU the network is the model's TorchScript (model.ts, traced from model.pt)
     run by pmlseg.detect.sliding_window, bit-identical to MONAI's BasicUNet + SlidingWindowInferer without
-    importing MONAI (~4-5 s of CPU per job); on CUDA, or for a model without model.ts, MONAI's.
+    importing MONAI (~4-5 s of CPU per job); on CUDA, or for a model without model.ts, MONAI's. A model folder
+    may add a second, lesion-level stage (lesion_classifier.json, sha256 checked here; ``scored``).
     """
 
     def __init__(self, model: str | Path | None = None, device: str = "auto"):
