@@ -35,8 +35,7 @@ def scored_candidates(prob: np.ndarray, bl: np.ndarray, fu: np.ndarray, mask: np
     if box is None:
         return labels, np.zeros(0)
     p, b, f, m = prob[box], bl[box], fu[box], mask[box]
-    labels[box] = candidate_labels(p, b, f, m, spacing, config, float(c.get("prob_floor", 0.2)),
-                                   float(c.get("diff_sd", 2.0)))
+    labels[box] = candidate_labels(p, b, f, m, spacing, config, float(c["prob_floor"]), float(c["diff_sd"]))
     return labels, classifier.score(lesion_features(labels[box], p, b, f, m, spacing))
 
 

@@ -28,7 +28,9 @@ class LesionClassifier:
                            for k in ("feature", "threshold", "left", "right", "value")} for t in spec["trees"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise PmlsegError(f"{source}: not a lesion classifier ({exc})") from None
-        self.candidates = dict(spec.get("candidates", {}))
+        from pmlseg.detect.lesion_features import CANDIDATES
+
+        self.candidates = dict(CANDIDATES, **spec.get("candidates", {}))
 
     @classmethod
     def load(cls, path: Path) -> "LesionClassifier":

@@ -2,8 +2,8 @@
 
 Why: the network decides voxel by voxel from three slices; a lesion-level stage sees each candidate whole
 (size, depth below the cortex, contrast and change against the surrounding tissue, how far it reaches
-along z, how sure the network was), which is how lesion-level
-classifiers cut false positives in Elliott 2013 and Salem 2018. Candidates are the network's components at
+along z, how sure the network was), which is how lesion-level classifiers cut false positives in Elliott
+2013 and Salem 2018. Candidates are the network's components at
 a low probability and the difference image's blobs a few noise SDs above its median (so faint changes the
 network never learnt can still be proposed); both are cut by the plausibility check of postprocess.
 """
@@ -13,7 +13,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from pmlseg.detect.postprocess import components, label_max, label_mean, plausible
+from pmlseg.detect.postprocess import STRUCT26, components, label_max, label_mean, plausible, renumber_by_size
+
+#: how candidates are made (a classifier's JSON may override them): network probability floor, difference
+#: blobs' height in noise SDs, and where test-time flips are averaged (Predictor.probability's exact_above)
+CANDIDATES = {"prob_floor": 0.2, "diff_sd": 2.0, "flips_above": 0.9}
 
 # no feature in units of the pair's noise SD (session 15): on a near-identical re-scan that SD is tiny, and a
 # faint residual of 0.1 x median brain read as 5 SDs made the only false positive on the stable pairs
@@ -37,15 +41,13 @@ def noise_sd(d: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
 
 
 def candidate_labels(prob: np.ndarray, bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing,
-                     config: dict, prob_floor: float = 0.2, diff_sd: float = 2.0,
-                     max_diff_mm3: float = 1500.0) -> np.ndarray:
+                     config: dict, prob_floor: float = CANDIDATES["prob_floor"],
+                     diff_sd: float = CANDIDATES["diff_sd"], max_diff_mm3: float = 1500.0) -> np.ndarray:
     """Candidates labelled 1..N by size: the plausible 26-components (>= min_size_mm3) of network prob >
     prob_floor, and apart from them (not touching one) those of the smoothed difference > median + diff_sd x
     noise SD where the follow-up is bright (> min_followup_peak). A difference blob above max_diff_mm3 is
     dropped: on a noisy pair of two scanners the cortical ribbon's change joins into blobs of tens of
     millilitres, and a new lesion that large is the network's to find."""
-    from pmlseg.detect.postprocess import STRUCT26, renumber_by_size
-
     min_mm3 = float(config["min_size_mm3"])
     peak, diff = float(config["min_followup_peak"]), float(config["min_mean_difference"])
     net = plausible(components((prob > prob_floor) & mask, spacing, min_mm3), bl, fu, spacing, peak, diff)

@@ -367,7 +367,7 @@ class Predictor:
         margin = [min(8, (int(r) - e) // 2) if e <= int(r) else 8 for e, r in zip(extent, self.config["roi_size"])]
         box = bounding_box(region, margin=(*margin, 1))
         if exact_above is None and self.classifier is not None:  # its thresholds cut scores, not probability
-            exact_above = float(self.classifier.candidates.get("flips_above", 0.9))
+            exact_above = float(self.classifier.candidates["flips_above"])
         elif exact_above is None:
             exact_above = min(float(self.config["threshold"]),
                               float(self.config.get("review_threshold") or self.config["threshold"]))

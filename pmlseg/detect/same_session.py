@@ -19,7 +19,6 @@ from pmlseg.memo import image_key_json
 log = logging.getLogger(__name__)
 
 
-
 def write_same_session(flair_path: str, images: list[str], sidecar: str | Path) -> None:
     """Register each of ``images`` to the FLAIR of its session, as the detection would; write the transforms
     beside ``sidecar`` and, last, the sidecar (the FLAIR's and each image's digest, the transform files)."""

@@ -97,14 +97,15 @@ def train_classifier(model_dir: Path, n_pairs: int, n_icbm: int, cache: Path, sh
     """Fit the second stage for the model in ``model_dir``; write lesion_classifier.json and name it (with
     its sha256) in metadata.json. The operating and review thresholds are then fitted on the validation
     set by benchmarks/detect_froc.py --fit-out (docs/detection.md), like the one-stage model's."""
+    import sklearn
     from sklearn.ensemble import GradientBoostingClassifier
 
     from pmlseg.detect.lesion_classifier import export
-    from pmlseg.detect.lesion_features import FEATURES
+    from pmlseg.detect.lesion_features import CANDIDATES, FEATURES
     from pmlseg.detect.predictor import Predictor
     from pmlseg.detect.train import sha256
 
-    candidates = dict({"prob_floor": 0.2, "diff_sd": 2.0, "flips_above": 0.9}, **(candidates or {}))
+    candidates = dict(CANDIDATES, **(candidates or {}))
     meta_path = model_dir / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta.pop("lesion_classifier", None)  # the candidates come from the network alone
@@ -116,14 +117,11 @@ def train_classifier(model_dir: Path, n_pairs: int, n_icbm: int, cache: Path, sh
     clf = GradientBoostingClassifier(random_state=seed, **GB_PARAMS).fit(X, y)
     spec = export(clf, FEATURES, candidates, training={
         "cases": len(names), "pairs": n_pairs, "icbm152_cases": n_icbm, "icbm152_pml_cases": n_pml,
-        "candidates": int(len(y)),
-        "true": int(y.sum()), "seed": seed, "params": GB_PARAMS,
+        "candidates": int(len(y)), "true": int(y.sum()), "seed": seed, "params": GB_PARAMS,
         "importance": {f: round(float(v), 4) for f, v in zip(FEATURES, clf.feature_importances_)}})
     out = model_dir / "lesion_classifier.json"
     with atomic_path(out) as tmp:
         Path(tmp).write_text(json.dumps(spec) + "\n")
-    import sklearn
-
     meta["lesion_classifier"] = {
         "file": out.name, "sha256": sha256(out), **spec["training"], "sklearn": sklearn.__version__,
         "what": "second stage (pmlseg.detect.lesion_features, lesion_classifier): candidates = the network's "
