@@ -6,6 +6,7 @@ the whole-volume score."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
@@ -187,3 +188,28 @@ def test_n4_on_a_coarse_copy_still_removes_a_smooth_bias():
     cv = lambda a: float(np.std(a[brain]) / np.mean(a[brain]))
     before, after = cv(sitk.GetArrayViewFromImage(biased)), cv(sitk.GetArrayViewFromImage(out))
     assert before > 0.08 and after < 0.5 * before, (before, after)
+
+
+@pytest.mark.shared
+def test_template_fit_hands_over_the_4mm_mask_a_4mm_fit_makes(shared_data):
+    """The register job's metric mask comes out of the rebaseline's template fit on its way to 2 mm: it is the
+    mask a separate 4 mm fit gives (so nothing changes but one fit less), and a fit that fails says so to the
+    one waiting for it instead of leaving it waiting."""
+    from concurrent.futures import Future
+
+    from pmlseg.errors import PmlsegError
+    from pmlseg.registration.preprocess import fit_brain_mask
+
+    flair = sitk.ReadImage(str(shared_data / "ljubljana-longitudinal/patient04/study1_FLAIR.nii.gz"), sitk.sitkFloat32)
+    coarse = Future()
+    fine = fit_brain_mask(flair, "FLAIR", name="study1 FLAIR", coarse=coarse)
+    handed = sitk.GetArrayViewFromImage(coarse.result(timeout=0)).astype(bool)
+    alone = sitk.GetArrayViewFromImage(fit_brain_mask(flair, "FLAIR", finest_mm=4.0)).astype(bool)
+    dice = 2 * (handed & alone).sum() / (handed.sum() + alone.sum())
+    assert dice > 0.999, dice  # the same computation (ITK's threads may differ in the last bits)
+    assert 0.9 < 2 * (handed & sitk.GetArrayViewFromImage(fine).astype(bool)).sum() / (
+        handed.sum() + sitk.GetArrayViewFromImage(fine).sum()) < 1.0  # the 2 mm level ran after it
+    failed = Future()
+    with pytest.raises(PmlsegError, match="flat"):
+        fit_brain_mask(sitk.Image([40, 40, 20], sitk.sitkFloat32), "FLAIR", name="flat", coarse=failed)
+    assert isinstance(failed.exception(timeout=0), PmlsegError)

@@ -162,6 +162,7 @@ def test_work_ahead_from_the_registration_job_is_the_detections(shared_data, tmp
                         str(d / "study2_T1W.nii.gz"), str(d / "study2_T2W.nii.gz"), "--transform", str(tmp_path / "t.tfm")],
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stderr.count("-> ICBM152 template in") == 1  # FIXED's metric mask came out of that one fit
     assert sorted(f.name for f in (tmp_path / "fit").iterdir()) == ["reb.json", "reb_affine.tfm", "reb_mask.nii.gz"]
     assert (tmp_path / "t.tfm").is_file()
     # the follow-up's T1/T2 registrations: the detection's register_optional takes them instead of registering

@@ -82,14 +82,29 @@ def run(args) -> int:
     moving = _read(args.moving, "moving image")
     check_image(fixed, args.fixed)  # refuse bad input before any work
     check_image(moving, args.moving)
-    ahead = _start_ahead(args)
+    coarse = _fixed_mask_from_template_fit(args)
+    ahead = _start_ahead(args, coarse)
     try:
-        return _register(args, fixed, moving)
+        return _register(args, fixed, moving, coarse)
     finally:
         _finish_ahead(ahead)
 
 
-def _start_ahead(args) -> list:
+def _fixed_mask_from_template_fit(args):
+    """A Future for FIXED's metric mask when --template-fit fits FIXED itself (the workflow's first follow-up):
+    the fit passes through the 4 mm fit this mask is, so FIXED is not fitted twice; else None."""
+    import os
+    from concurrent.futures import Future
+
+    if not args.template_fit or args.fixed_mask or args.no_brain_mask or args.fixed_modality != "FLAIR":
+        return None
+    try:
+        return Future() if os.path.samefile(args.template_fit[0], args.fixed) else None
+    except OSError:  # no such FLAIR: the fit's own error says so
+        return None
+
+
+def _start_ahead(args, coarse=None) -> list:
     """Work for the detection job that needs no pair (--template-fit, --same-session): a thread each beside the
     registration when the job owns more than one core, else in turn (pmlseg.background)."""
     from pmlseg.background import worker
@@ -100,8 +115,16 @@ def _start_ahead(args) -> list:
         from pmlseg.registration.template_fit import write_template_fit
 
         flair, fit_out = args.template_fit
-        tasks.append(("template fit", lambda: write_template_fit(read_image(flair, "rebaseline FLAIR"), fit_out,
-                                                                 name=flair)))
+
+        def fit():
+            try:
+                write_template_fit(read_image(flair, "rebaseline FLAIR"), fit_out, name=flair, coarse=coarse)
+            except BaseException as exc:
+                if coarse is not None and not coarse.done():  # e.g. unreadable: never leave the registration waiting
+                    coarse.set_exception(exc)
+                raise
+
+        tasks.append(("template fit", fit))
     if args.same_session and len(args.same_session) > 1:
         from pmlseg.detect.same_session import write_same_session
 
@@ -128,7 +151,20 @@ def _finish_ahead(futures: list) -> None:
             logging.getLogger(__name__).warning("%s for the detection not written: %s", what, exc)
 
 
-def _register(args, fixed, moving) -> int:
+def _fixed_brain_mask(args, fixed, coarse):
+    """FIXED's 4 mm template-fit mask: from the --template-fit thread when it fits FIXED, else fitted here."""
+    from pmlseg.errors import PmlsegError
+    from pmlseg.registration.preprocess import brain_mask
+
+    if coarse is not None:
+        try:
+            return coarse.result()
+        except PmlsegError:
+            pass  # that fit's own warning follows; fitted here as without it
+    return brain_mask(fixed, args.fixed_modality, name=args.fixed, finest_mm=4.0)
+
+
+def _register(args, fixed, moving, coarse=None) -> int:
     import json
     import logging
 
@@ -137,7 +173,6 @@ def _register(args, fixed, moving) -> int:
     from pmlseg.atomic import atomic_path, write_nifti, write_text
     from pmlseg.errors import PmlsegError
     from pmlseg.registration.affine import check_mask, register_affine, resample_to
-    from pmlseg.registration.preprocess import brain_mask
     from pmlseg.registration.qc import registration_qc
 
     log = logging.getLogger(__name__)
@@ -146,7 +181,7 @@ def _register(args, fixed, moving) -> int:
         mask = check_mask(_read(args.fixed_mask, "fixed mask"), fixed, args.fixed_mask, args.fixed)
     elif not args.no_brain_mask:
         try:
-            mask = sitk.BinaryDilate(brain_mask(fixed, args.fixed_modality, name=args.fixed, finest_mm=4.0), [3, 3, 1])
+            mask = sitk.BinaryDilate(_fixed_brain_mask(args, fixed, coarse), [3, 3, 1])
         except PmlsegError as exc:  # no brain found: fall back to the whole image, QC will judge
             log.warning("%s; registering without a brain mask", exc)
     res = register_affine(fixed, moving, fixed_mask=mask, init=args.init, rigid_only=args.rigid,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -233,7 +234,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
                     initial_transform: sitk.Transform | None = None, rigid_only: bool = False,
                     bins: int = 48, samples: int = 60000, iterations: int = 150, seed: int = 20161,
                     levels_rigid: tuple[float, ...] = (4.0, 2.0), levels_affine: tuple[float, ...] = (2.0, 1.0),
-                    edges: bool = True, fixed_name: str = "fixed image", moving_name: str = "moving image") -> RegistrationResult:
+                    edges: bool = True, fixed_name: str = "fixed image", moving_name: str = "moving image",
+                    after_level: Callable[[float, sitk.AffineTransform], None] | None = None) -> RegistrationResult:
     """Register MOVING to FIXED with a 12-dof affine; the transform maps FIXED points to MOVING points.
 
     ``init``: "auto" (default: runs the coarse rigid stage from both "identity" and "moments" and
@@ -249,6 +251,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
     (``SAME_SESSION_MI``, ``SAME_SESSION_LEVELS`` in pmlseg.registration.edges).
     Use ``edges=False`` between different brains (template -> subject), whose edges do not match.
     ``fixed_name``/``moving_name`` appear in error messages (pass file names).
+    ``after_level(spacing, transform)``: called after each MI affine level with a copy of the transform so far
+    (a caller that also needs a coarser fit, e.g. the register job's metric mask, gets it on the way).
     """
     t0 = time.perf_counter()
     if init not in INITS:
@@ -336,6 +340,8 @@ def register_affine(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Imag
                                            iterations=iterations, max_step_mm=max(s, 1.0) / 2, min_step=0.001)
                 stages.append({"stage": "affine", "spacing_mm": s, "metric": val, "iterations": it})
                 log.debug("affine %.1f mm: MI %.4f after %d iterations (%s)", s, val, it, stop)
+                if after_level is not None:
+                    after_level(s, sitk.AffineTransform(start))
     except RuntimeError as exc:
         msg = str(exc).strip().splitlines()
         detail = next((ln for ln in msg if "sample" in ln.lower() or "overlap" in ln.lower()), msg[-1] if msg else "")

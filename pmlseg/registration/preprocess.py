@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from concurrent.futures import Future
 
 import numpy as np
 import SimpleITK as sitk
@@ -108,6 +109,9 @@ def _build_template(modality: str, spacing_mm: float) -> tuple[sitk.Image, sitk.
     return tmpl, brain_1mm
 
 
+COARSE_MM = 4.0  # the template fit's coarsest affine level (``finest_mm=4.0`` stops there)
+
+
 # a patient's detection job asks for its rebaseline's mask once per follow-up, and its lesion location for the fit
 @by_image_content(maxsize=2, ignore=("name",))
 def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image",
@@ -119,6 +123,24 @@ def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image
     the template fit's last level; 4.0 skips the 2 mm affine level (~2 s of ~5 on 2 cores) for a mask
     that only restricts a registration metric and is dilated anyway (`pmlseg register`).
     """
+    return fit_brain_mask(image, modality, name=name, return_transform=return_transform, finest_mm=finest_mm)
+
+
+def fit_brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image",
+                   return_transform: bool = False, finest_mm: float = 2.0,
+                   coarse: Future | None = None):
+    """``brain_mask`` without its memo.  ``coarse``: a Future set, once the fit has passed its 4 mm level, to
+    the mask ``brain_mask(image, finest_mm=4.0)`` gives (or its error; to the fit's error if it fails before):
+    the register job's metric mask comes out of the rebaseline's template fit instead of a second fit of the
+    same image (docs/benchmarks.md "Session 16")."""
+    try:
+        return _fit(image, modality, name, return_transform, finest_mm, coarse)
+    finally:
+        if coarse is not None and not coarse.done():  # failed (the caller meets the error) before 4 mm
+            coarse.set_exception(PmlsegError(f"{name}: the template fit stopped before its {COARSE_MM:g} mm level"))
+
+
+def _fit(image, modality, name, return_transform, finest_mm, coarse):
     if modality not in MODALITIES:
         raise PmlsegError(f"{name}: unknown modality {modality!r} for the brain mask (use {', '.join(MODALITIES)})")
     img = check_image(image, name)
@@ -126,12 +148,27 @@ def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image
     # the template is the FIXED image restricted to its (dilated) brain: the subject's skull and
     # neck, which the template lacks, then cannot pull the fit
     metric_mask = sitk.BinaryDilate(tmask, [3, 3, 3])
+
+    def after_level(spacing, transform):
+        if coarse is not None and spacing == COARSE_MM:
+            try:
+                coarse.set_result(_carry_mask(img, tmask, transform, name))
+            except PmlsegError as exc:
+                coarse.set_exception(exc)
+
     # 60 iterations per level: masks agree with 150 iterations at Dice >= 0.99 on real FLAIR/T1 visits
     # and cost about half the time (benchmarks/brain_mask_iterations.py)
     res = register_affine(tmpl, img, fixed_mask=metric_mask, init="moments", edges=False, iterations=60,
-                          fixed_name="ICBM152 template", moving_name=name, levels_rigid=(6.0, 4.0),
-                          levels_affine=tuple(s for s in (4.0, 2.0) if s >= finest_mm))
-    inv = res.transform.GetInverse()
+                          fixed_name="ICBM152 template", moving_name=name, levels_rigid=(6.0, COARSE_MM),
+                          levels_affine=tuple(s for s in (COARSE_MM, 2.0) if s >= finest_mm), after_level=after_level)
+    mask = _carry_mask(img, tmask, res.transform, name)
+    return (mask, res.transform) if return_transform else mask
+
+
+def _carry_mask(img: sitk.Image, tmask: sitk.Image, transform: sitk.Transform, name: str) -> sitk.Image:
+    """The template brain carried onto ``img``'s grid through ``transform`` (template -> image points are its
+    inverse), within the subject's head."""
+    inv = transform.GetInverse()
     warped = sitk.Resample(sitk.Cast(tmask, sitk.sitkFloat32), img, inv, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     mask = sitk.Cast(warped > 0.5, sitk.sitkUInt8)
     # the template brain cannot extend beyond the subject's head
@@ -139,7 +176,7 @@ def brain_mask(image: sitk.Image, modality: str = "FLAIR", *, name: str = "image
     if not np.any(sitk.GetArrayViewFromImage(mask)):
         raise PmlsegError(f"{name}: brain mask is empty (is this a head scan?)")
     mask.CopyInformation(img)
-    return (mask, res.transform) if return_transform else mask
+    return mask
 
 
 def tissue_mode(image: sitk.Image, mask: sitk.Image, bins: int = 256) -> float:

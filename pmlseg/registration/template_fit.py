@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 
 import SimpleITK as sitk
@@ -19,7 +20,7 @@ import SimpleITK as sitk
 from pmlseg.atomic import atomic_path, write_nifti, write_text
 from pmlseg.memo import image_key_json
 from pmlseg.registration.affine import check_image
-from pmlseg.registration.preprocess import brain_mask
+from pmlseg.registration.preprocess import brain_mask, fit_brain_mask
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +28,15 @@ log = logging.getLogger(__name__)
 _ARGS, _KWARGS = ("FLAIR",), {"return_transform": True}
 
 
-def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "rebaseline FLAIR") -> None:
+def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "rebaseline FLAIR",
+                       coarse: Future | None = None) -> None:
     """Fit the template to ``flair`` (as the detection reads it); write the mask and the transform beside
-    ``sidecar`` (a JSON naming them and the image's digest, written last: its presence means the fit is whole)."""
+    ``sidecar`` (a JSON naming them and the image's digest, written last: its presence means the fit is whole).
+    ``coarse``: set on the way to the 4 mm fit's mask (pmlseg.registration.preprocess.fit_brain_mask)."""
     sidecar = Path(sidecar)
     sidecar.unlink(missing_ok=True)  # never a stale fit beside a failed one
+    mask, transform = fit_brain_mask(flair, *_ARGS, name=name, coarse=coarse, **_KWARGS)  # checks the image
     img = check_image(flair, name)
-    mask, transform = brain_mask(img, *_ARGS, name=name, **_KWARGS)
     stem = sidecar.name.removesuffix(".json")
     files = {"mask": f"{stem}_mask.nii.gz", "transform": f"{stem}_affine.tfm"}
     write_nifti(sidecar.parent / files["mask"], mask)
