@@ -38,3 +38,69 @@ def worker(name: str) -> Executor:
     """One background thread (tasks run in submission order) when the process owns more than one core, else
     ``InTurn``. Call ``shutdown(wait=False)`` after the last submit: the thread ends with its tasks."""
     return ThreadPoolExecutor(1, thread_name_prefix=name) if cores_owned() > 1 else InTurn()
+
+
+class Beside:
+    """Work running in a forked child process (``beside``); ``wait()`` joins it and re-raises its error."""
+
+    def __init__(self, process=None, reader=None, error: BaseException | None = None):
+        self._process, self._reader, self._error = process, reader, error
+
+    def wait(self) -> None:
+        if self._process is not None:
+            try:
+                self._error = self._reader.recv()
+            except EOFError:  # it died without a word (killed, a crash in C)
+                self._process.join()
+                self._error = RuntimeError(f"a child process writing part of the report died "
+                                           f"(exit status {self._process.exitcode})")
+            self._process.join()
+            self._reader.close()
+            self._process = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+def beside(fn, *args, **kwargs) -> Beside:
+    """Run ``fn(*args, **kwargs)`` in a forked child process while the caller goes on, when this process owns
+    more than one core (else at once, in turn); ``wait()`` returns when it is done and re-raises its error.
+
+    Why a process: the report's PDF (matplotlib's text) and DICOM (pydicom) are Python-bound, so a thread would
+    only take turns with the caller's HTML under the GIL.  The child inherits what the caller built (no
+    copying); nothing comes back but the files it writes (atomically) and its error.
+    """
+    if cores_owned() < 2:
+        try:
+            fn(*args, **kwargs)
+        except BaseException as exc:  # kept for wait(), as the child's would be
+            return Beside(error=exc)
+        return Beside()
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def run():
+        try:
+            fn(*args, **kwargs)
+            writer.send(None)
+        except BaseException as exc:
+            writer.send(_portable(exc))
+
+    process = ctx.Process(target=run, name=getattr(fn, "__name__", "beside"), daemon=True)
+    process.start()
+    writer.close()
+    return Beside(process, reader)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """A bad-input error (PmlsegError, its one line) as it is; anything else as a RuntimeError carrying the child's
+    traceback, so a crash there reads like one here."""
+    import traceback
+
+    from pmlseg.errors import PmlsegError
+
+    if isinstance(exc, PmlsegError):
+        return type(exc)(str(exc))  # SetupError stays a set-up problem
+    return RuntimeError("in a child process: " + "".join(traceback.format_exception(exc)).rstrip())

@@ -29,3 +29,44 @@ def test_jobs_owning_two_cores_run_tasks_in_one_background_thread_in_order(monke
     pool.shutdown(wait=True)
     assert order == [0, 1, 2] and {f.result() for f in names} == {names[0].result()}
     assert names[0].result().startswith("bg") and names[0].result() != threading.current_thread().name
+
+
+def _write(path, text):
+    path.write_text(text)
+
+
+def _fail(exc):
+    raise exc
+
+
+def test_beside_runs_in_a_child_process_and_brings_its_errors_back(monkeypatch, tmp_path):
+    import os
+
+    from pmlseg.background import beside
+    from pmlseg.errors import PmlsegError, SetupError
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    done = beside(lambda: _write(tmp_path / "pid", str(os.getpid())))
+    done.wait()
+    assert int((tmp_path / "pid").read_text()) != os.getpid()  # another process wrote it, and it is written
+    for exc in (PmlsegError("x.dcm: truncated"), SetupError("no model")):
+        with pytest.raises(type(exc), match=str(exc)):
+            beside(_fail, exc).wait()
+    with pytest.raises(RuntimeError, match=r"(?s)in a child process:.*KeyError: 'boom'"):  # a crash keeps its traceback
+        beside(_fail, KeyError("boom")).wait()
+    with pytest.raises(RuntimeError, match="died .*exit status 3"):
+        beside(os._exit, 3).wait()
+
+
+def test_beside_runs_in_turn_for_a_one_core_job(monkeypatch, tmp_path):
+    import os
+
+    from pmlseg.background import beside
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    done = beside(lambda: _write(tmp_path / "pid", str(os.getpid())))
+    assert int((tmp_path / "pid").read_text()) == os.getpid()  # already written, here
+    done.wait()
+    failed = beside(int, "not a number")  # kept for wait(), not thrown at the call
+    with pytest.raises(ValueError):
+        failed.wait()
