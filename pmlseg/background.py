@@ -52,7 +52,7 @@ class Beside:
                 self._error = self._reader.recv()
             except EOFError:  # it died without a word (killed, a crash in C)
                 self._process.join()
-                self._error = RuntimeError(f"a child process writing part of the report died "
+                self._error = RuntimeError(f"child process {self._process.name!r} died "
                                            f"(exit status {self._process.exitcode})")
             self._process.join()
             self._reader.close()
@@ -70,14 +70,14 @@ def beside(fn, *args, **kwargs) -> Beside:
     only take turns with the caller's HTML under the GIL.  The child inherits what the caller built (no
     copying); nothing comes back but the files it writes (atomically) and its error.
     """
-    if cores_owned() < 2:
+    import multiprocessing
+
+    if cores_owned() < 2 or "fork" not in multiprocessing.get_all_start_methods():  # no fork: Windows
         try:
             fn(*args, **kwargs)
         except BaseException as exc:  # kept for wait(), as the child's would be
             return Beside(error=exc)
         return Beside()
-    import multiprocessing
-
     ctx = multiprocessing.get_context("fork")
     reader, writer = ctx.Pipe(duplex=False)
 

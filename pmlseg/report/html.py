@@ -235,12 +235,12 @@ def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image,
 
         paths["pdf"] = out / "report.pdf"
 
-        def pdf_then():
+        def report_pdf():  # its name is what an error about the child says
             write_pdf(paths["pdf"], lesions, images, labels, qc, header, identified, figures)
             if after_pdf is not None:
                 after_pdf()
 
-        child = beside(pdf_then)
+        child = beside(report_pdf)
     try:
         write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
                                               possible_rows, figures))
