@@ -5,6 +5,8 @@ imports MONAI, registers the follow-up's T1/T2/DWI or encodes DICOM, work that n
 SimpleITK and torch release the GIL, so a second thread overlaps it (docs/benchmarks.md "Session 13").  A job
 given one thread (a cohort's detection jobs share the machine) runs the same tasks in turn: a thread there
 would only contend with the other jobs.  Both ways the caller gets Futures, whose ``result()`` re-raises.
+Python-bound work (the report's PDF and DICOM) goes to a forked child process instead (``beside``): a thread
+there would only take turns with the main one under the GIL (docs/benchmarks.md "Session 16").
 """
 
 from __future__ import annotations
