@@ -43,10 +43,26 @@ def worker(name: str) -> Executor:
 
 
 class Beside:
-    """Work running in a forked child process (``beside``); ``wait()`` joins it and re-raises its error."""
+    """Work running in a forked child process (``beside``); ``wait()`` joins it and re-raises its error.
+    As a context manager it is waited for on leaving the block; when the block itself fails, the child is
+    still waited for (never left writing into outputs the caller then clears) and the block's error is the one
+    raised."""
 
     def __init__(self, process=None, reader=None, error: BaseException | None = None):
         self._process, self._reader, self._error = process, reader, error
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.wait()
+        else:
+            try:
+                self.wait()
+            except BaseException:
+                pass  # the block's error is the one to report
+        return False
 
     def wait(self) -> None:
         if self._process is not None:

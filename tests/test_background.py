@@ -70,3 +70,24 @@ def test_beside_runs_in_turn_for_a_one_core_job(monkeypatch, tmp_path):
     failed = beside(int, "not a number")  # kept for wait(), not thrown at the call
     with pytest.raises(ValueError):
         failed.wait()
+
+
+def test_beside_as_a_block_waits_and_the_blocks_own_error_wins(monkeypatch, tmp_path):
+    import time
+
+    from pmlseg.background import beside
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+
+    def slow_write():
+        time.sleep(0.3)
+        _write(tmp_path / "late", "done")
+
+    with beside(slow_write):
+        pass
+    assert (tmp_path / "late").read_text() == "done"  # written when the block ended
+    (tmp_path / "late").unlink()
+    with pytest.raises(ZeroDivisionError):
+        with beside(slow_write), beside(_fail, KeyError("child")):
+            1 / 0
+    assert (tmp_path / "late").read_text() == "done"  # still waited for: nothing written after the caller fails

@@ -9,6 +9,7 @@ identified fields (``header['identity']``) are printed only when ``identified=Tr
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import time
@@ -204,16 +205,14 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
 
 def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image, qc: dict | None = None,
                  header: dict | None = None, identified: bool = False, pdf: bool = True,
-                 possible: sitk.Image | None = None, crop_mask: sitk.Image | None = None,
-                 after_pdf=None) -> dict[str, Path]:
+                 possible: sitk.Image | None = None, crop_mask: sitk.Image | None = None) -> dict[str, Path]:
     """Write OUT/report.html (and report.pdf, characterisation.json); returns the paths written.
 
     ``possible``: the map of "possible" lesions, drawn in another colour (read from
     OUT/possible_lesions.nii.gz when not given and that file exists; their rows, from OUT/possible_lesions.tsv,
     are listed in the lesion table); ``crop_mask``: the brain, to crop the viewer's volumes (else the head
     foreground of the rebaseline FLAIR).  The PDF is written beside the HTML by a child process when this one
-    owns two cores (pmlseg.background.beside: both are Python-bound), followed there by ``after_pdf()`` (the
-    visit's DICOM); everything is written when this returns."""
+    owns two cores (pmlseg.background.beside: both are Python-bound); everything is written when this returns."""
     out = Path(out_dir)
     if possible is None and (out / "possible_lesions.nii.gz").exists():
         possible = sitk.ReadImage(str(out / "possible_lesions.nii.gz"))
@@ -228,32 +227,15 @@ def write_report(out_dir, lesions: list[dict], images: dict, labels: sitk.Image,
     if pdf:
         figures = ({d["lesion_id"]: lesion_figure(d["lesion_id"], labels, images) for d in lesions} if lesions
                    else {"overview": overview_figure(images)})
-    child = None
+    child = contextlib.nullcontext()
     if pdf:
         from pmlseg.background import beside
         from pmlseg.report.pdf import write_pdf
 
         paths["pdf"] = out / "report.pdf"
-
-        def report_pdf():  # its name is what an error about the child says
-            write_pdf(paths["pdf"], lesions, images, labels, qc, header, identified, figures)
-            if after_pdf is not None:
-                after_pdf()
-
-        child = beside(report_pdf)
-    try:
+        child = beside(write_pdf, paths["pdf"], lesions, images, labels, qc, header, identified, figures)
+    with child:  # the PDF is written (or its error raised) when the block ends
         write_text(paths["html"], render_html(lesions, images, labels, qc, header, identified, possible, crop_mask,
                                               possible_rows, figures))
         write_text(paths["json"], json.dumps(lesions, indent=1, default=float))
-    except BaseException:
-        if child is not None:
-            try:
-                child.wait()  # never leave it writing after a failure: the caller clears the outputs
-            except BaseException:
-                pass  # the HTML's error is the one to report
-        raise
-    if child is not None:
-        child.wait()
-    elif after_pdf is not None:
-        after_pdf()
     return paths

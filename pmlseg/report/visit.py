@@ -7,6 +7,7 @@ result: lesions.tsv with the feature and score columns, report.html/.pdf, DICOM 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -88,18 +89,17 @@ def characterise_and_report(out_dir, labels, detected: list[dict], images: dict,
     report_lesions = [{**by_id.get(int(r["lesion_id"]), {}), **{k: r[k] for k in r if k != "reasons"},
                        "reasons": by_id.get(int(r["lesion_id"]), {}).get("reasons", [])} for r in rows]
     report_lesions.sort(key=lambda r: -(r.get("pml_score") or 0.0))
-    write_dicom = None
+    child = contextlib.nullcontext()
     if dicom:
-        from functools import partial
-
+        from pmlseg.background import beside
         from pmlseg.report.dicom_outputs import write_dicom_outputs
 
         pseudonym = (header or {}).get("subject") or "pseudonymised"
-        write_dicom = partial(write_dicom_outputs, out, labels, images["flair_bl"], report_lesions, pseudonym,
-                              derived_series)
-    # the DICOM goes with the PDF (beside the HTML when the job owns two cores)
-    write_report(out, report_lesions, images, labels, qc=qc, header=header, identified=identified,
-                 crop_mask=crop_mask if crop_mask is not None else brain_mask, after_pdf=write_dicom)
+        # pydicom is Python-bound: a child process writes the DICOM beside the HTML/PDF when the job owns two cores
+        child = beside(write_dicom_outputs, out, labels, images["flair_bl"], report_lesions, pseudonym, derived_series)
+    with child:  # the DICOM is written (or its error raised) when the block ends
+        write_report(out, report_lesions, images, labels, qc=qc, header=header, identified=identified,
+                     crop_mask=crop_mask if crop_mask is not None else brain_mask)
     high = sum(r.get("pml_suspicion") == "high" for r in rows)
     log.info("characterised %d lesion(s); %d with high PML suspicion", len(rows), high)
     return rows
