@@ -55,13 +55,11 @@ class Beside:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
+        try:
             self.wait()
-        else:
-            try:
-                self.wait()
-            except BaseException:
-                pass  # the block's error is the one to report
+        except BaseException:
+            if exc_type is None:
+                raise  # else the block's own error is the one to report
         return False
 
     def wait(self) -> None:

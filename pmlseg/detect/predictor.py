@@ -257,31 +257,35 @@ class Predictor:
         self._loaded = pool.submit(self._load, weights)
         pool.shutdown(wait=False)
 
-    def _checked_torchscript(self) -> Path | None:
-        """model.ts when the metadata names it: its sha256 checked, and traced from these very weights."""
-        entry = self.metadata.get("torchscript")
+    def _named_file(self, key: str, default: str, what: str) -> tuple[Path, str] | None:
+        """(path, sha256) of the file metadata.json names under ``key``, its sha256 checked; None when unnamed."""
+        entry = self.metadata.get(key)
         if not entry:
             return None
-        path = self.dir / entry.get("file", "model.ts")
+        path = self.dir / entry.get("file", default)
         if not path.is_file():
-            raise PmlsegError(f"{path}: TorchScript network named in metadata.json is missing")
-        _verified(path, entry.get("sha256"), "file")
-        if entry.get("traced_from_sha256") != self.sha256:
+            raise PmlsegError(f"{path}: {what} named in metadata.json is missing")
+        return path, _verified(path, entry.get("sha256"), "file")
+
+    def _checked_torchscript(self) -> Path | None:
+        """model.ts when the metadata names it: its sha256 checked, and traced from these very weights."""
+        named = self._named_file("torchscript", "model.ts", "TorchScript network")
+        if named is None:
+            return None
+        path = named[0]
+        if self.metadata["torchscript"].get("traced_from_sha256") != self.sha256:
             raise PmlsegError(f"{path}: traced from other weights than {self.metadata.get('weights', 'model.pt')} "
                               "(re-export it with pmlseg.detect.network.save_torchscript)")
         return path
 
     def _checked_classifier(self):
         """The second stage (lesion_classifier.json) when the metadata names it, its sha256 checked."""
-        entry = self.metadata.get("lesion_classifier")
-        if not entry:
+        named = self._named_file("lesion_classifier", "lesion_classifier.json", "lesion classifier")
+        if named is None:
             return None
         from pmlseg.detect.lesion_classifier import LesionClassifier
 
-        path = self.dir / entry.get("file", "lesion_classifier.json")
-        if not path.is_file():
-            raise PmlsegError(f"{path}: lesion classifier named in metadata.json is missing")
-        self.classifier_sha256 = _verified(path, entry.get("sha256"), "file")
+        path, self.classifier_sha256 = named
         return LesionClassifier.load(path)
 
     def scored(self, prob: np.ndarray, pair):
