@@ -243,3 +243,38 @@ def test_slurm_profile_submits_one_group_job_per_patient(tmp_path):
         body = g.split("\nrule ")[0]             # up to the next job outside the group
         assert body.count("rule preprocess:") == 3 and body.count("rule register:") == 2
         assert body.count("rule detect:") == 1 and body.count("rule chain_previous:") == 1
+
+
+def test_cores_go_to_the_follow_ups_still_to_do(tmp_path):
+    """On 2 cores two patients' new follow-ups share them (one thread per job); once one patient is done, the
+    other's registration and detection get both (a surveillance export grows a visit at a time)."""
+    import re
+
+    from workflow_scale import fake_ingest
+
+    from pmlseg.workflow import layout
+    from pmlseg.workflow.snakemake_runner import snakemake_command
+
+    dicom, out = fake_ingest(tmp_path, 2, 2)
+
+    def threads():
+        p = subprocess.run(snakemake_command(dicom, out, cores=2, dry_run=True, extra=["-p", "--quiet", "progress"]),
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+        found = {}
+        for ln in p.stdout.splitlines():
+            m = re.search(r"OMP_NUM_THREADS=(\d+) .* (register|detect-patient) ", ln)
+            if m:
+                sub = re.search(r"(sub-\d+)", ln.split(m.group(2), 1)[1]).group(1)
+                found[(m.group(2), sub)] = int(m.group(1))
+        return found
+
+    assert threads() == {("register", "sub-001"): 1, ("register", "sub-002"): 1,
+                         ("detect-patient", "sub-001"): 1, ("detect-patient", "sub-002"): 1}
+    for rel in (layout.register_status("sub-001", "ses-02"), layout.detect_status("sub-001", "ses-02", "rebaseline")):
+        path = out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"status": "ok"}))
+    now = threads()
+    assert now[("register", "sub-002")] == 2 and now[("detect-patient", "sub-002")] == 2, now
+    assert ("register", "sub-001") not in now, now

@@ -33,7 +33,7 @@ def res(rule, key, default):
 
 def shared_threads(rule, default, jobs):
     """``rule``'s configured threads, but on this machine at most an even share of --cores among its ``jobs()``
-    (e.g. one detection per patient; ``jobs`` is O(1), it is asked once per job). Why: a detection job keeps ~1.4 of 2 threads busy (numpy, Python, the
+    (those still to run, :func:`unfinished`; e.g. one detection per patient; ``jobs`` is O(1), it is asked once per job). Why: a detection job keeps ~1.4 of 2 threads busy (numpy, Python, the
     network in between), so on 2 cores two patients' detections side by side on one core each finish
     sooner than one after the other on two (docs/benchmarks.md, session 11); a lone patient still gets all.
     Cluster jobs (SLURM) ask for the configured number."""
@@ -41,6 +41,27 @@ def shared_threads(rule, default, jobs):
     if not workflow.local_exec or workflow.remote_exec:
         return want
     return max(1, min(want, workflow.cores // max(1, jobs())))
+
+
+_UNFINISHED = {}
+
+
+def unfinished(what, total):
+    """How many follow-ups (``what`` = "register") or patients ("detect") of the manifest still lack their
+    output, else ``total`` (nothing missing: a forced or changed re-run redoes them all); once per manifest.
+    Why: a surveillance export grows a visit at a time, and sharing the cores among every follow-up it
+    ever had gave the one new follow-up's registration one core of two (issue 17, session 17)."""
+    m = manifest()
+    cached = _UNFINISHED.get(what)
+    if cached is None or cached[0] is not m:
+        if what == "register":
+            n = sum(not os.path.exists(P(L.register_status(r["subject"], r["session"])))
+                    for rows in m.followups.values() for r in rows)
+        else:
+            n = sum(any(not os.path.exists(P(L.detect_status(sub, r["session"], "rebaseline"))) for r in rows)
+                    for sub, rows in m.followups.items())
+        cached = _UNFINISHED[what] = (m, n)
+    return cached[1] or total()
 
 
 @functools.lru_cache(maxsize=None)

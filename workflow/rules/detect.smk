@@ -60,7 +60,7 @@ rule detect:
         P("logs/detect_patient/{sub}.log"),
     benchmark:
         P("benchmarks/detect/{sub}.tsv")
-    threads: lambda w: shared_threads("detect", 2, lambda: len(manifest().followups))  # one job per patient with follow-ups
+    threads: lambda w: shared_threads("detect", 2, lambda: unfinished("detect", lambda: len(manifest().followups)))
     resources:
         mem_mb=res("detect", "mem_mb", 8000),
         runtime=lambda w: res("detect", "runtime", 60) * max(1, len(detect_cases(w.sub))),

@@ -52,7 +52,7 @@ rule register:
         P("logs/register/{sub}_{ses}.log"),
     benchmark:
         P("benchmarks/register/{sub}_{ses}.tsv")
-    threads: lambda w: shared_threads("register", 2, lambda: manifest().n_followups)
+    threads: lambda w: shared_threads("register", 2, lambda: unfinished("register", lambda: manifest().n_followups))
     resources:
         mem_mb=res("register", "mem_mb", 3000),
         runtime=res("register", "runtime", 30),
