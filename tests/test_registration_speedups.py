@@ -213,3 +213,25 @@ def test_template_fit_hands_over_the_4mm_mask_a_4mm_fit_makes(shared_data):
     with pytest.raises(PmlsegError, match="flat"):
         fit_brain_mask(sitk.Image([40, 40, 20], sitk.sitkFloat32), "FLAIR", name="flat", coarse=failed)
     assert isinstance(failed.exception(timeout=0), PmlsegError)
+
+
+def test_later_follow_ups_take_the_4mm_mask_the_first_ones_fit_wrote(shared_data, tmp_path):
+    """The first follow-up's job writes the 4 mm mask beside the rebaseline's template fit; a later follow-up's
+    registration reads it back (the same voxels) instead of fitting again, and only for the image it was made from."""
+    from concurrent.futures import Future
+
+    from pmlseg.registration.template_fit import coarse_mask, write_template_fit
+
+    path = shared_data / "ljubljana-longitudinal/patient04/study1_FLAIR.nii.gz"
+    flair = sitk.ReadImage(str(path), sitk.sitkFloat32)
+    sidecar = tmp_path / "fit" / "reb_template-fit.json"
+    assert coarse_mask(flair, sidecar) is None                      # not written yet: the job fits it itself
+    coarse = Future()
+    write_template_fit(flair, sidecar, coarse=coarse)
+    again = coarse_mask(sitk.ReadImage(str(path)), sidecar)         # as `pmlseg register` reads FIXED (int16)
+    assert again is not None and again.GetSize() == flair.GetSize() and again.GetOrigin() == flair.GetOrigin()
+    assert np.array_equal(sitk.GetArrayViewFromImage(again), sitk.GetArrayViewFromImage(coarse.result(timeout=0)))
+    other = sitk.ReadImage(str(shared_data / "ljubljana-longitudinal/patient04/study1_T2W.nii.gz"))
+    assert coarse_mask(other, sidecar) is None                      # another image: fitted as before
+    write_template_fit(flair, sidecar)                              # a fit made without the hand-over names none
+    assert coarse_mask(flair, sidecar) is None

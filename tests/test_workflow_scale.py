@@ -163,8 +163,17 @@ def test_work_ahead_from_the_registration_job_is_the_detections(shared_data, tmp
                        capture_output=True, text=True, timeout=300, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stderr.count("-> ICBM152 template in") == 1  # FIXED's metric mask came out of that one fit
-    assert sorted(f.name for f in (tmp_path / "fit").iterdir()) == ["reb.json", "reb_affine.tfm", "reb_mask.nii.gz"]
+    assert sorted(f.name for f in (tmp_path / "fit").iterdir()) == ["reb.json", "reb_affine.tfm", "reb_mask-4mm.nii.gz",
+                                                                   "reb_mask.nii.gz"]
     assert (tmp_path / "t.tfm").is_file()
+    # a later follow-up's registration (here the same pair again) takes its metric mask from that fit: no fit, same result
+    p = subprocess.run([sys.executable, "-m", "pmlseg", "register", str(d / "study1_FLAIR.nii.gz"),
+                        str(d / "study2_FLAIR.nii.gz"), "--rebaseline-fit", str(tmp_path / "fit" / "reb.json"),
+                        "--transform", str(tmp_path / "t2.tfm")], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "-> ICBM152 template in" not in p.stderr and "4 mm brain mask reused" in p.stderr
+    same = [sitk.ReadTransform(str(tmp_path / f)).GetParameters() for f in ("t.tfm", "t2.tfm")]
+    assert np.allclose(*same, atol=1e-6), same                # equal but for ITK threads' last bits
     # the follow-up's T1/T2 registrations: the detection's register_optional takes them instead of registering
     from pmlseg.detect.pipeline import intra_visit_transform, register_optional
 

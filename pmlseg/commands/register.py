@@ -54,6 +54,9 @@ def add_arguments(p):
     p.add_argument("--template-fit", nargs=2, metavar=("FLAIR", "OUT.json"),
                    help="(workflow) meanwhile, in a thread, fit the ICBM152 template to FLAIR (the rebaseline's) for the "
                         "detection job: brain mask and transform beside OUT.json, which names them and the voxels' digest")
+    p.add_argument("--rebaseline-fit", metavar="FIT.json",
+                   help="(workflow) the rebaseline's template fit written by its first follow-up's job: its 4 mm brain "
+                        "mask restricts the metric when it was made from FIXED's voxels (else FIXED is fitted here)")
     p.add_argument("--same-session", nargs="+", metavar="PATH",
                    help="(workflow) OUT.json IMAGE...: meanwhile, in a thread, register each IMAGE (T1/T2/DWI of "
                         "MOVING's session) to MOVING rigidly as the detection does; transforms beside OUT.json, "
@@ -152,7 +155,8 @@ def _finish_ahead(futures: list) -> None:
 
 
 def _fixed_brain_mask(args, fixed, coarse):
-    """FIXED's 4 mm template-fit mask: from the --template-fit thread when it fits FIXED, else fitted here."""
+    """FIXED's 4 mm template-fit mask: from the --template-fit thread when it fits FIXED, or as that thread
+    wrote it for the patient's first follow-up (--rebaseline-fit), else fitted here."""
     from pmlseg.errors import PmlsegError
     from pmlseg.registration.preprocess import brain_mask
 
@@ -161,6 +165,12 @@ def _fixed_brain_mask(args, fixed, coarse):
             return coarse.result()
         except PmlsegError:
             pass  # that fit's own warning follows; fitted here as without it
+    elif args.rebaseline_fit and args.fixed_modality == "FLAIR":
+        from pmlseg.registration.template_fit import coarse_mask
+
+        written = coarse_mask(fixed, args.rebaseline_fit)
+        if written is not None:
+            return written
     return brain_mask(fixed, args.fixed_modality, name=args.fixed, finest_mm=4.0)
 
 

@@ -32,7 +32,8 @@ def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "reba
                        coarse: Future | None = None) -> None:
     """Fit the template to ``flair`` (as the detection reads it); write the mask and the transform beside
     ``sidecar`` (a JSON naming them and the image's digest, written last: its presence means the fit is whole).
-    ``coarse``: set on the way to the 4 mm fit's mask (pmlseg.registration.preprocess.fit_brain_mask)."""
+    ``coarse``: set on the way to the 4 mm fit's mask (pmlseg.registration.preprocess.fit_brain_mask), which is
+    then written too, for the registrations of the patient's later follow-ups (``coarse_mask``)."""
     sidecar = Path(sidecar)
     sidecar.unlink(missing_ok=True)  # never a stale fit beside a failed one
     mask, transform = fit_brain_mask(flair, *_ARGS, name=name, coarse=coarse, **_KWARGS)  # checks the image
@@ -40,6 +41,9 @@ def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "reba
     stem = sidecar.name.removesuffix(".json")
     files = {"mask": f"{stem}_mask.nii.gz", "transform": f"{stem}_affine.tfm"}
     write_nifti(sidecar.parent / files["mask"], mask)
+    if coarse is not None and coarse.exception() is None:
+        files["mask_4mm"] = f"{stem}_mask-4mm.nii.gz"
+        write_nifti(sidecar.parent / files["mask_4mm"], coarse.result())
     with atomic_path(sidecar.parent / files["transform"], suffix=".tfm") as tmp:
         sitk.WriteTransform(transform, str(tmp))
     write_text(sidecar, json.dumps({"image": image_key_json(img), **files,
@@ -70,3 +74,25 @@ def use_template_fit(flair: sitk.Image, sidecar: str | Path) -> bool:
     brain_mask.remember((img, *_ARGS), dict(_KWARGS), (mask, transform))
     log.info("rebaseline template fit reused from its workflow job")
     return True
+
+
+def coarse_mask(flair: sitk.Image, sidecar: str | Path) -> sitk.Image | None:
+    """The 4 mm brain mask ``brain_mask(flair, finest_mm=4.0)`` gives, as the first follow-up's registration
+    job wrote it beside the rebaseline's template fit; None (the caller fits) when it is not there (yet: it is
+    another job's output, so a first run's later follow-ups may start before it) or was made from other voxels.
+    Why: every later follow-up's registration restricted its metric with this mask and fitted the template to
+    the rebaseline again for it, ~2.5 s before the pair registration could start (issue 17, session 17)."""
+    sidecar = Path(sidecar)
+    img = check_image(flair, "rebaseline FLAIR")
+    try:
+        meta = json.loads(sidecar.read_text())
+        if meta.get("image") != image_key_json(img) or "mask_4mm" not in meta:
+            return None
+        mask = sitk.ReadImage(str(sidecar.parent / meta["mask_4mm"]), sitk.sitkUInt8)
+    except (OSError, ValueError, RuntimeError):
+        return None
+    if mask.GetSize() != img.GetSize():
+        return None
+    mask.CopyInformation(img)  # NIfTI keeps the geometry in float32
+    log.info("rebaseline's 4 mm brain mask reused from its template fit")
+    return mask

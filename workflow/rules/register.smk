@@ -11,9 +11,10 @@ def register_inputs(w):
 
 def template_fit_args(w, reb):
     """The patient's first follow-up's registration also fits the template to the rebaseline FLAIR, in a thread
-    beside it, for the detection job (pmlseg.registration.template_fit)."""
+    beside it, for the detection job (pmlseg.registration.template_fit); the later ones take their metric mask
+    from that fit when it is there (not an input: a first run does not wait for it, they then fit it)."""
     if followups(w.sub)[0]["session"] != w.ses:
-        return ""
+        return f" --rebaseline-fit {Q(P(L.template_fit(w.sub, reb)))}"
     return f" --template-fit {Q(image(visit(w.sub, reb), 'flair'))} {Q(P(L.template_fit(w.sub, reb)))}"
 
 
