@@ -33,10 +33,11 @@ def res(rule, key, default):
 
 def shared_threads(rule, default, jobs):
     """``rule``'s configured threads, but on this machine at most an even share of --cores among its ``jobs()``
-    (those still to run, :func:`unfinished`; e.g. one detection per patient; ``jobs`` is O(1), it is asked once per job). Why: a detection job keeps ~1.4 of 2 threads busy (numpy, Python, the
-    network in between), so on 2 cores two patients' detections side by side on one core each finish
-    sooner than one after the other on two (docs/benchmarks.md, session 11); a lone patient still gets all.
-    Cluster jobs (SLURM) ask for the configured number."""
+    (those still to run, ``unfinished``; e.g. one detection per patient; ``jobs`` is O(1), it is asked once per
+    job). Why: a detection job keeps ~1.4 of 2 threads busy (numpy, Python, the network in between), so on 2
+    cores two patients' detections side by side on one core each finish sooner than one after the other on two
+    (docs/benchmarks.md, session 11); a lone patient still gets all. Cluster jobs (SLURM) ask for the
+    configured number."""
     want = res(rule, "threads", default)
     if not workflow.local_exec or workflow.remote_exec:
         return want
