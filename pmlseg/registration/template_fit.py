@@ -50,25 +50,37 @@ def write_template_fit(flair: sitk.Image, sidecar: str | Path, name: str = "reba
                                     "what": "ICBM152 template (FLAIR contrast) -> image affine and brain mask"}) + "\n")
 
 
+class _Stale(Exception):
+    """A written fit that is readable but not for this image."""
+
+
+def _written_mask(img: sitk.Image, sidecar: Path, key: str) -> tuple[sitk.Image, dict]:
+    """The mask ``sidecar`` names under ``key`` on ``img``'s grid, and the sidecar; _Stale when it was made from
+    other voxels or for another grid, OSError/ValueError/KeyError/RuntimeError when missing or unreadable."""
+    meta = json.loads(sidecar.read_text())
+    if meta.get("image") != image_key_json(img):
+        raise _Stale(f"template fit {sidecar.name} was made from another image")
+    mask = sitk.ReadImage(str(sidecar.parent / meta[key]), sitk.sitkUInt8)
+    if mask.GetSize() != img.GetSize():
+        raise _Stale(f"template fit {sidecar.name}: mask size {mask.GetSize()}, image {img.GetSize()}")
+    mask.CopyInformation(img)  # NIfTI keeps the geometry in float32
+    return mask, meta
+
+
 def use_template_fit(flair: sitk.Image, sidecar: str | Path) -> bool:
     """Let brain_mask(``flair``) return the written fit; False (the fit is then computed when needed) when
     there is none or it was made from another image."""
     sidecar = Path(sidecar)
     img = check_image(flair, "rebaseline FLAIR")
     try:
-        meta = json.loads(sidecar.read_text())
-        if meta.get("image") != image_key_json(img):
-            log.warning("template fit %s was made from another image: fitting again", sidecar.name)
-            return False
-        mask = sitk.ReadImage(str(sidecar.parent / meta["mask"]), sitk.sitkUInt8)
+        mask, meta = _written_mask(img, sidecar, "mask")
         transform = sitk.ReadTransform(str(sidecar.parent / meta["transform"]))
+    except _Stale as exc:
+        log.warning("%s: fitting again", exc)
+        return False
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("template fit not reused (%s): fitting again", str(exc).strip().splitlines()[-1][:120])
         return False
-    if mask.GetSize() != img.GetSize():
-        log.warning("template fit %s: mask size %s, image %s: fitting again", sidecar.name, mask.GetSize(), img.GetSize())
-        return False
-    mask.CopyInformation(img)  # NIfTI keeps the geometry in float32
     if transform.GetName() == "AffineTransform":
         transform = sitk.AffineTransform(transform)
     brain_mask.remember((img, *_ARGS), dict(_KWARGS), (mask, transform))
@@ -82,17 +94,9 @@ def coarse_mask(flair: sitk.Image, sidecar: str | Path) -> sitk.Image | None:
     another job's output, so a first run's later follow-ups may start before it) or was made from other voxels.
     Why: every later follow-up's registration restricted its metric with this mask and fitted the template to
     the rebaseline again for it, ~2.5 s before the pair registration could start (issue 17, session 17)."""
-    sidecar = Path(sidecar)
-    img = check_image(flair, "rebaseline FLAIR")
     try:
-        meta = json.loads(sidecar.read_text())
-        if meta.get("image") != image_key_json(img) or "mask_4mm" not in meta:
-            return None
-        mask = sitk.ReadImage(str(sidecar.parent / meta["mask_4mm"]), sitk.sitkUInt8)
-    except (OSError, ValueError, RuntimeError):
+        mask, _ = _written_mask(check_image(flair, "rebaseline FLAIR"), Path(sidecar), "mask_4mm")
+    except (_Stale, OSError, ValueError, KeyError, RuntimeError):
         return None
-    if mask.GetSize() != img.GetSize():
-        return None
-    mask.CopyInformation(img)  # NIfTI keeps the geometry in float32
     log.info("rebaseline's 4 mm brain mask reused from its template fit")
     return mask
