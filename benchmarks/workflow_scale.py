@@ -2,6 +2,7 @@
 
     python benchmarks/workflow_scale.py dry [--patients 10 50 200] [--visits 4]
     python benchmarks/workflow_scale.py real [--patients 2 4 8] [--visits 3] [--cores 2]
+    python benchmarks/workflow_scale.py new-visit [--visits 3] [--cores 2]
 
 ``dry``: for each cohort size, a synthetic ingest result (manifest.tsv with N patients x K visits, empty
 FLAIR files where the manifest points, a DICOM export of N x K studies x 5 series folders) and a
@@ -12,6 +13,11 @@ start, Snakefile parse, DAG of every visit).  Target: 200 x 4 in <= 10 s, growin
 the trained model; prints the wall time, the follow-ups processed and seconds per follow-up, which should
 stay flat as N grows (each patient's follow-ups share one detection job: one model load, one template
 registration of the rebaseline).
+
+``new-visit``: the surveillance case.  One `pmlseg synth` patient with K visits; its export without the last
+visit is run, then the last visit is added and `pmlseg run` is timed again (re-ingest, register the new
+follow-up, chain it to the previous visit, detect against the rebaseline and the previous visit, track,
+index); prints the re-run's wall time and its jobs' seconds (Snakemake `benchmark:` files).
 """
 
 from __future__ import annotations
@@ -87,9 +93,45 @@ def real(patients: list[int], visits: int, cores: int, keep: Path | None) -> Non
             print(f"{n:>8} {fus:>10} {s:>8.1f} {s / max(fus, 1):>12.1f}", flush=True)
 
 
+def new_visit(visits: int, cores: int, keep: Path | None) -> None:
+    import shutil
+
+    print(f"new visit: pmlseg synth --patients 1 --visits {visits}, visits 1-{visits - 1} run, then visit {visits} "
+          f"added and pmlseg run --cores {cores} timed again")
+    with tempfile.TemporaryDirectory(dir=keep) as tmp:
+        root = Path(tmp)
+        subprocess.run([sys.executable, "-m", "pmlseg", "--log-level", "WARNING", "synth", str(root / "synth"),
+                        "--patients", "1", "--visits", str(visits), "--seed", "3"], check=True)
+        studies = sorted((root / "synth" / "dicom").iterdir(), key=_study_date)
+        export = root / "dicom"
+        for study in studies[:-1]:
+            shutil.copytree(study, export / study.name)
+        run = [sys.executable, "-m", "pmlseg", "run", str(export), str(root / "out"), "--cores", str(cores),
+               "--snakemake-args=--quiet"]
+        for label in ("first run", "new visit"):
+            if label == "new visit":
+                shutil.copytree(studies[-1], export / studies[-1].name)
+            started, t = time.time(), time.perf_counter()
+            p = subprocess.run(run, capture_output=True, text=True)
+            if p.returncode != 0:
+                sys.exit(f"{label} failed:\n{(p.stdout + p.stderr)[-3000:]}")
+            print(f"{label}: {time.perf_counter() - t:.1f} s", flush=True)
+        bench = root / "out" / "benchmarks"
+        for f in sorted(bench.rglob("*.tsv")):
+            if f.stat().st_mtime >= started:  # a job of the re-run (each file is written as its job ends)
+                print(f"  {str(f.relative_to(bench).with_suffix('')):<24} {f.read_text().splitlines()[-1].split()[0]} s")
+
+
+def _study_date(study: Path) -> str:
+    import pydicom
+
+    first = next(f for f in sorted(study.rglob("*")) if f.is_file())
+    return str(pydicom.dcmread(first, stop_before_pixels=True).StudyDate)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=["dry", "real"])
+    ap.add_argument("mode", choices=["dry", "real", "new-visit"])
     ap.add_argument("--patients", type=int, nargs="+")
     ap.add_argument("--visits", type=int)
     ap.add_argument("--cores", type=int, default=2)
@@ -97,8 +139,10 @@ def main() -> None:
     a = ap.parse_args()
     if a.mode == "dry":
         dry(a.patients or [10, 50, 200], a.visits or 4)
-    else:
+    elif a.mode == "real":
         real(a.patients or [2, 4, 8], a.visits or 3, a.cores, a.tmp)
+    else:
+        new_visit(a.visits or 3, a.cores, a.tmp)
 
 
 if __name__ == "__main__":
