@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -44,11 +45,20 @@ def _key(value):
 def by_image_content(maxsize: int = 2, ignore: tuple[str, ...] = ()):
     """Decorator: remember the last ``maxsize`` results, keyed by image content and the other (hashable) args.
 
-    Keyword arguments named in ``ignore`` (names for messages) are left out of the key.
+    Keyword arguments named in ``ignore`` (names for messages) are left out of the key.  Safe across threads
+    (a register job's threads share rebaseline and follow-up work); two threads asking at once may both compute.
     """
 
     def decorate(fn):
         cache: OrderedDict = OrderedDict()
+        lock = threading.Lock()
+
+        def store(key, value) -> None:
+            with lock:
+                cache[key] = value
+                cache.move_to_end(key)
+                while len(cache) > maxsize:
+                    cache.popitem(last=False)
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
@@ -56,23 +66,19 @@ def by_image_content(maxsize: int = 2, ignore: tuple[str, ...] = ()):
                 key = (tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items()) if k not in ignore))
             except TypeError:
                 return fn(*args, **kwargs)
-            if key in cache:
-                cache.move_to_end(key)
-                wrapper.hits += 1
-                return cache[key]
+            with lock:
+                if key in cache:
+                    cache.move_to_end(key)
+                    wrapper.hits += 1
+                    return cache[key]
             value = fn(*args, **kwargs)
-            cache[key] = value
-            while len(cache) > maxsize:
-                cache.popitem(last=False)
+            store(key, value)
             return value
 
         def remember(args: tuple, kwargs: dict, value) -> None:
             """Store ``value`` as the result of ``fn(*args, **kwargs)`` (computed elsewhere, e.g. by another job)."""
-            key = (tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items()) if k not in ignore))
-            cache[key] = value
-            cache.move_to_end(key)
-            while len(cache) > maxsize:
-                cache.popitem(last=False)
+            store((tuple(_key(a) for a in args), tuple((k, _key(v)) for k, v in sorted(kwargs.items()) if k not in ignore)),
+                  value)
 
         wrapper.hits = 0
         wrapper.cache_clear = cache.clear

@@ -235,3 +235,30 @@ def test_later_follow_ups_take_the_4mm_mask_the_first_ones_fit_wrote(shared_data
     assert coarse_mask(other, sidecar) is None                      # another image: fitted as before
     write_template_fit(flair, sidecar)                              # a fit made without the hand-over names none
     assert coarse_mask(flair, sidecar) is None
+
+
+@pytest.mark.shared
+def test_registrations_to_one_image_share_its_preparation(shared_data, monkeypatch):
+    """A follow-up's T1 and T2 registered to its FLAIR (the register job's same-session thread) prepare the FLAIR
+    once: its rescaled copy, head mask and each edge level's gradients are made for the first and reused by the
+    second, which gives the very transform it gives when it prepares everything itself."""
+    from pmlseg.registration import affine, edges
+
+    d = shared_data / "ljubljana-longitudinal/patient04"
+    flair = sitk.ReadImage(str(d / "study1_FLAIR.nii.gz"))
+    others = [sitk.ReadImage(str(d / f"study1_{k}.nii.gz")) for k in ("T1W", "T2W")]
+    made, original = [], edges._fixed_side
+    monkeypatch.setattr(edges, "_fixed_side", lambda *a: made.append(a[2]) or original(*a))
+
+    def same_session(img, fresh: bool):
+        if fresh:
+            affine.prepared.cache_clear()
+        return np.array(affine.register_affine(flair, img, init="identity", rigid_only=True).transform.GetParameters())
+
+    affine.prepared.cache_clear()
+    shared = [same_session(img, fresh=False) for img in others]
+    assert made == [3.0, 1.5]  # the FLAIR's two edge levels, once for both images
+    alone = [same_session(img, fresh=True) for img in others]
+    assert made == [3.0, 1.5] * 3
+    for a, b in zip(shared, alone):
+        assert np.array_equal(a, b), (a, b)

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import optimize
 
+from pmlseg.memo import image_key
 from pmlseg.registration.grid import crop_to_mask, mask_shape, smooth
 
 log = logging.getLogger(__name__)
@@ -128,12 +129,27 @@ def _gradients(arr: np.ndarray, spacing, axes) -> list[np.ndarray]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+def _fixed_side(fixed: sitk.Image, mask: sitk.Image, spacing: float, sigma: float, axes) -> tuple:
+    """What a level scores MOVING against: the work grid, the mask on it, FIXED's gradients inside it, their
+    squared norm and its median."""
+    grid = _work_grid(fixed, mask, spacing)
+    # FIXED is only sampled inside the mask's box: smooth just that (and the Gaussian's reach)
+    sig = _in_plane_sigmas(fixed, sigma)
+    f_s = smooth(crop_to_mask(fixed, mask, [4.0 * s for s in sig]), sig)
+    inside = sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
+    gf = [g[inside] for g in _gradients(sitk.GetArrayFromImage(sitk.Resample(f_s, grid)), grid.GetSpacing(), axes)]
+    nf = sum(g * g for g in gf)
+    return grid, inside, gf, nf, float(np.median(nf))
+
+
 def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
                     starts: list[sitk.Transform], *, dof: int = 12, levels=LEVELS,
-                    max_evaluations: tuple[int, ...] = EVALUATIONS) -> EdgeRefinement:
+                    max_evaluations: tuple[int, ...] = EVALUATIONS, fixed_side=None) -> EdgeRefinement:
     """Refine the best of ``starts`` (FIXED->MOVING transforms) by maximising edge agreement inside
     ``mask`` (UInt8 on FIXED's grid); ``dof`` 6 = rigid change, 12 = affine change.  The start with the
-    best agreement at the coarse level is refined; ``max_evaluations`` (one per level) bounds the time."""
+    best agreement at the coarse level is refined; ``max_evaluations`` (one per level) bounds the time.
+    ``fixed_side``: FIXED's ``registration.affine.Prepared``, which keeps each level's fixed-side work for the
+    next registration to the same image (a follow-up FLAIR's T1, T2 and DWI)."""
     if dof not in (6, 12):
         raise ValueError("dof must be 6 or 12")
     t0 = time.perf_counter()
@@ -143,15 +159,12 @@ def refine_on_edges(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image,
     axes = _edge_axes(fixed)
     evaluations, chosen, agreement = 0, 0, 0.0
     for li, ((spacing, sigma), budget) in enumerate(zip(levels, max_evaluations, strict=True)):
-        grid = _work_grid(fixed, mask, spacing)
-        # FIXED is only sampled inside the mask's box: smooth just that (and the Gaussian's reach)
-        sig = _in_plane_sigmas(fixed, sigma)
-        f_s = smooth(crop_to_mask(fixed, mask, [4.0 * s for s in sig]), sig)
+        if fixed_side is None:
+            grid, inside, gf, nf, ef = _fixed_side(fixed, mask, spacing, sigma, axes)
+        else:
+            grid, inside, gf, nf, ef = fixed_side.get(("edges", image_key(mask), spacing, sigma, axes),
+                                                      lambda: _fixed_side(fixed, mask, spacing, sigma, axes))
         m_s = smooth(moving, _in_plane_sigmas(moving, sigma))
-        inside = sitk.GetArrayFromImage(sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor)) > 0
-        gf = [g[inside] for g in _gradients(sitk.GetArrayFromImage(sitk.Resample(f_s, grid)), grid.GetSpacing(), axes)]
-        nf = sum(g * g for g in gf)
-        ef = float(np.median(nf))
 
         def moving_gradients(tx):
             arr = sitk.GetArrayFromImage(sitk.Resample(m_s, grid, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
