@@ -69,6 +69,29 @@ def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path,
     assert prob.shape == bl.shape and 0 <= prob.min() <= prob.max() <= 1
 
 
+def test_encoder_head_trains_beside_the_network_and_is_not_saved(tmp_path, shared_data):
+    """The auxiliary lesion task on the encoder only (recipe aux_encoder_head): trained on every lesion the pair
+    shows, at the encoder's 1/4 resolution, and left out of the saved model, which stays one-channel."""
+    import torch
+
+    from pmlseg.detect.network import DEFAULT_CONFIG, build_network
+    from pmlseg.detect.predictor import Predictor
+
+    config = dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8])
+    recipe = dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1,
+                  replace_every=1000, workers=1, checkpoint_minutes=100.0, aux_encoder_head=True,
+                  sources={"mni_brains": ["patient07"], "raw_flair": []})
+    T.train(tmp_path / "enc", recipe, config, shared_data)
+    state = torch.load(tmp_path / "enc" / "model.pt", map_location="cpu")
+    assert state["final_conv.weight"].shape[0] == 1 and set(state) == set(build_network(config).state_dict())
+    pred = Predictor(tmp_path / "enc", device="cpu")
+    assert not pred.config["aux_lesion_head"]
+    with torch.no_grad():
+        assert pred.net(torch.zeros(1, 9, 64, 64)).shape[1] == 1
+    meta = json.loads((tmp_path / "enc" / "metadata.json").read_text())
+    assert 0 < meta["recent_encoder_head_loss"] < 10  # the head's DiceCE was part of every step's loss
+
+
 @pytest.mark.slow
 def test_visibility_label_only_adds_new_voxels_to_the_same_pair():
     """visible_change draws no random numbers: same seed, same images, a superset of the label."""

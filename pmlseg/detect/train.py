@@ -47,8 +47,12 @@ DEFAULT_RECIPE = {
     # real lesions inpainted out of the baseline and labelled new (pairs.insert_lesions); tried in session 13
     # with 0.5 and not kept (docs/detection.md "Phase 6")
     "real_as_new": None,
-    # weight of the auxiliary single-visit lesion loss (inference config "aux_lesion_head")
+    # weight of the auxiliary single-visit lesion loss (inference config "aux_lesion_head", or aux_encoder_head)
     "aux_weight": 0.5,
+    # the auxiliary single-visit lesion task on the encoder only (a 1x1 convolution on the encoder's third level,
+    # 1/4 resolution, trained beside the network and not saved): the decoder stays the new-lesion one; tried in
+    # session 18 (docs/detection.md "Phase 11")
+    "aux_encoder_head": False,
     # a file written by pack_sources, used instead of the shared data (GPU machines without it)
     "sources_bundle": None,
 }
@@ -148,7 +152,7 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     sources, shapes = load_sources(recipe, Path(shared))
     opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
             "slice_mm": config.get("slice_mm"), "real_as_new": recipe.get("real_as_new"),
-            "all_lesions": bool(config.get("aux_lesion_head"))}
+            "all_lesions": bool(config.get("aux_lesion_head") or recipe.get("aux_encoder_head"))}
     pool = [for_sampling(pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts))
             for i in range(recipe["pool_size"])]
     n = 0
@@ -273,8 +277,15 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
     net = build_network(config)
     if init is not None:
         load_init(net, torch.load(init, map_location="cpu"))
+    params = list(net.parameters())
+    encoder_head, encoded = None, {}
+    if recipe.get("aux_encoder_head"):
+        encoder_head = torch.nn.Conv2d(int(config["features"][2]), 1, 1)
+        net.down_2.register_forward_hook(lambda module, inputs, output: encoded.__setitem__("features", output))
+        encoder_head.to(device)
+        params += list(encoder_head.parameters())
     net.to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=recipe["lr"], weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, lambda_ce=1.0, lambda_dice=1.0)
     loader = DataLoader(Stream(), batch_size=None, num_workers=max(1, int(recipe.get("workers", 1))),
@@ -283,6 +294,7 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
     last_ck = t0
     budget = recipe["minutes"] * 60
     step, ema, first, recent = 0, None, None, collections.deque(maxlen=20)
+    encoder_recent = collections.deque(maxlen=20)
     bar = progress(total=recipe["max_steps"], desc="training", unit="step")
     for x, y in loader:
         frac = min(1.0, (time.time() - t0) / budget)
@@ -296,6 +308,12 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
             loss = loss_fn(logits[:, :1], y[:, :1])
             if logits.shape[1] > 1:
                 loss = loss + float(recipe.get("aux_weight", 0.5)) * loss_fn(logits[:, 1:], y[:, 1:])
+            if encoder_head is not None:  # every lesion the follow-up shows, at the encoder's 1/4 resolution
+                coarse = encoder_head(encoded["features"])
+                target = torch.nn.functional.adaptive_max_pool2d(y[:, 1:], coarse.shape[-2:])
+                encoder_loss = loss_fn(coarse, target)
+                encoder_recent.append(float(encoder_loss.detach()))
+                loss = loss + float(recipe.get("aux_weight", 0.5)) * encoder_loss
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
@@ -311,6 +329,8 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
         if done or time.time() - last_ck >= recipe["checkpoint_minutes"] * 60:
             save_model(out, net, config, recipe, {"training_steps": step, "first_loss": first, "final_loss_ema": ema,
                                                   "recent_loss": float(np.mean(recent)),
+                                                  **({"recent_encoder_head_loss": float(np.mean(encoder_recent))}
+                                                     if encoder_recent else {}),
                                                   "training_seconds": round(time.time() - t0), "device": device})
             last_ck = time.time()
             log.info("checkpoint written to %s (step %d)", out, step)
