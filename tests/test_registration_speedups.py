@@ -252,10 +252,10 @@ def test_registrations_to_one_image_share_its_preparation(shared_data, monkeypat
 
     def same_session(img, fresh: bool):
         if fresh:
-            affine.prepared.cache_clear()
+            affine._rescaled.cache_clear()
         return np.array(affine.register_affine(flair, img, init="identity", rigid_only=True).transform.GetParameters())
 
-    affine.prepared.cache_clear()
+    affine._rescaled.cache_clear()
     shared = [same_session(img, fresh=False) for img in others]
     assert made == [3.0, 1.5]  # the FLAIR's two edge levels, once for both images
     alone = [same_session(img, fresh=True) for img in others]

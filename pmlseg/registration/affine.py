@@ -214,10 +214,15 @@ class Prepared:
         return self.get(("head",), lambda: head_foreground(self.image))
 
 
-@by_image_content(maxsize=6, ignore=("name",))
 def prepared(image: sitk.Image, *, name: str) -> Prepared:
-    """``image`` checked (``check_image``, errors name ``name``) and rescaled for registration, remembered by content."""
-    return Prepared(_robust_rescale(check_image(image, name)))
+    """``image`` checked (``check_image``, errors name ``name``) and rescaled for registration, remembered by the
+    checked copy's content: the same voxels read as int16 by one caller and as float32 by another are one image."""
+    return _rescaled(check_image(image, name))
+
+
+@by_image_content(maxsize=6)
+def _rescaled(image: sitk.Image) -> Prepared:
+    return Prepared(_robust_rescale(image))
 
 
 def _initial_rigid(fixed, moving, fixed_mask, moving_mask, init: str) -> sitk.Euler3DTransform:
