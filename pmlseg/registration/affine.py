@@ -24,9 +24,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from pmlseg.errors import PmlsegError
+from pmlseg.memo import by_image_content
 from pmlseg.registration.edges import (EVALUATIONS, LEVELS, SAME_SESSION_EVALUATIONS, SAME_SESSION_LEVELS, SAME_SESSION_MI, as_affine,
                                        refine_on_edges)
-from pmlseg.memo import by_image_content
 from pmlseg.registration.grid import smooth
 
 log = logging.getLogger(__name__)
