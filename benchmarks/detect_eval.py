@@ -50,8 +50,6 @@ def evaluate_synth(label_path: Path, gt) -> dict:
 
 
 def run_methods(name, bl_path, fu_path, methods, predictor, tmp: Path, evaluate) -> list[dict]:
-    import SimpleITK as sitk
-
     from pmlseg.detect import pipeline
     from pmlseg.detect.predictor import prepare_pair, read_image
 

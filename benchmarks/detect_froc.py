@@ -13,8 +13,13 @@ map is computed once per case; lesions are then made at each threshold as the pi
 (plausible 26-components of prob > t, pmlseg.detect.candidates.lesions_at; for a model with a lesion
 classifier, its candidates scoring > t; --one-stage ignores the classifier).
 
+A model with ``t2_input`` (inference.json) also gets each real pair's T2W of both visits, registered to its
+visit's FLAIR (pmlseg.detect.predictor.add_t2); such cases are cached as NAME_t2, so the FLAIR-only caches
+stay valid. --no-t2 withholds it (zero T2 channels, as on the synthetic sets, which have no T2) to show what
+such a model does on FLAIR alone.
+
     .venv/bin/python benchmarks/detect_froc.py --models newlesion-2p5d /path/other_model \
-        [--validation 6] [--test 4] [--cache /tmp/froc_cache] [--fit-out calib.json]
+        [--validation 6] [--test 4] [--cache /tmp/froc_cache] [--fit-out calib.json] [--no-t2]
 
 --fit-out writes the calibration (isotonic, validation components at the lowest threshold) and the
 operating / review thresholds chosen by the rule of docs/detection.md (fit_points), for inference.json.
@@ -44,18 +49,29 @@ def prepare(cache: Path, name: str, make):
         return pickle.loads(f.read_bytes())
     case = make()
     pair = case["pair"]  # keep what scoring needs (a SimpleITK transform does not pickle)
-    case["pair"] = SimpleNamespace(grid=pair.grid, bl=pair.bl, fu=pair.fu, mask=pair.mask, spacing=pair.spacing)
+    case["pair"] = SimpleNamespace(grid=pair.grid, bl=pair.bl, fu=pair.fu, mask=pair.mask, spacing=pair.spacing,
+                                   bl_t2=pair.bl_t2, fu_t2=pair.fu_t2)
     cache.mkdir(parents=True, exist_ok=True)
     f.write_bytes(pickle.dumps(case))
     return case
 
 
-def real_case(d: Path) -> dict:
+def real_case(d: Path, t2: bool = False) -> dict:
+    """A shared pair; with ``t2``, each visit's T2W (when both visits have one) registered to its FLAIR as the
+    workflow registers a visit's T2 (same-session rigid) and laid on the working grid."""
     import SimpleITK as sitk
 
-    from pmlseg.detect.predictor import prepare_pair, read_image
+    from pmlseg.detect.pipeline import intra_visit_transform, read_optional
+    from pmlseg.detect.predictor import add_t2, prepare_pair, read_image
 
-    pair = prepare_pair(read_image(d / "study1_FLAIR.nii.gz", "rebaseline"), read_image(d / "study2_FLAIR.nii.gz", "fu"))
+    bl, fu = read_image(d / "study1_FLAIR.nii.gz", "rebaseline"), read_image(d / "study2_FLAIR.nii.gz", "fu")
+    pair = prepare_pair(bl, fu)
+    t2_files = [d / f"study{s}_T2W.nii.gz" for s in (1, 2)]
+    if t2 and all(f.is_file() for f in t2_files):
+        bl_t2, fu_t2 = (read_optional(f) for f in t2_files)
+        add_t2(pair, bl_t2, fu_t2,
+               intra_visit_transform(bl, bl_t2, fixed_name="rebaseline FLAIR", moving_name="rebaseline T2W"),
+               intra_visit_transform(fu, fu_t2, fixed_name="fu FLAIR", moving_name="fu T2W"))
     gt = sitk.ReadImage(str(d / "gt_direction.nii.gz"))
     return {"pair": pair, "gt": gt, "gt_new": sitk.GetArrayFromImage(gt) == 1,
             "to_gt": str(d / "study1_FLAIR_to_common_space.txt")}
@@ -164,6 +180,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--tta", nargs="*", type=int, help="override the models' tta_flips (e.g. --tta 2 3)")
     ap.add_argument("--one-stage", action="store_true", help="ignore the models' lesion classifiers")
+    ap.add_argument("--no-t2", action="store_true", help="withhold the real pairs' T2W from t2_input models")
     a = ap.parse_args()
 
     from pmlseg.detect.predictor import Predictor
@@ -173,37 +190,52 @@ def main() -> None:
     setup_logging("WARNING")
     cache = Path(a.cache)
     root = shared_data_dir() / "ljubljana-longitudinal"
-    sets = {"real": [(c, lambda c=c: real_case(root / c)) for c in a.cases],
-            "validation": [(f"val{s}", lambda s=s: synth_case(100 + s)) for s in range(a.validation)],
-            "test": [(f"test{s}", lambda s=s: synth_case(s)) for s in range(a.test)]}
+    preds = [Predictor(model, a.device) for model in a.models]
+    # the real pairs with their T2W only when a model reads it (cached apart: the FLAIR-only caches stay valid)
+    want_t2 = not a.no_t2 and any(pred.config.get("t2_input") for pred in preds)
+    real = {c: prepare(cache, c + ("_t2" if want_t2 else ""), lambda c=c: real_case(root / c, want_t2))
+            for c in a.cases}
+    sets = {"real": [(c, lambda c=c: real[c]) for c in a.cases],
+            "validation": [(f"val{s}", lambda s=s: prepare(cache, f"val{s}", lambda: synth_case(100 + s)))
+                           for s in range(a.validation)],
+            "test": [(f"test{s}", lambda s=s: prepare(cache, f"test{s}", lambda: synth_case(s)))
+                     for s in range(a.test)]}
+    with_t2 = [c for c, case in real.items() if getattr(case["pair"], "bl_t2", None) is not None]
     thresholds = THRESHOLDS
-    for mi, model in enumerate(a.models):
-        pred = Predictor(model, a.device)
+    for mi, pred in enumerate(preds):
         if a.tta is not None:
             pred.config["tta_flips"] = a.tta
         if a.one_stage:
             pred.classifier = None
         cfg = dict(pred.config)
+        use_t2 = bool(cfg.get("t2_input")) and not a.no_t2
+        t2_note = ("FLAIR only" if not cfg.get("t2_input") else "T2 input withheld (--no-t2)" if a.no_t2
+                   else f"T2 input on the real pairs: {', '.join(with_t2) or 'none (no T2W at both visits)'}")
         print(f"\n=== model {pred.name} ({pred.dir}) sha256 {pred.sha256[:12]}, "
               f"{pred.metadata.get('training_steps', '?')} steps; its threshold {cfg['threshold']}; "
               f"TTA flips {cfg.get('tta_flips')}; "
-              f"{'lesion classifier: thresholds cut its score' if pred.classifier else 'one stage'}", flush=True)
+              f"{'lesion classifier: thresholds cut its score' if pred.classifier else 'one stage'}; {t2_note}",
+              flush=True)
         results, val_cands = {}, []
         for set_name, cases in sets.items():
             results[set_name] = {}
-            for name, make in cases:
-                case = prepare(cache, name, make)
+            for name, load in cases:
+                case = load()
+                p = case["pair"]
+                # caches made before T2 input have no bl_t2; synthetic cases have none (zero T2 channels)
+                t2 = {"bl_t2": getattr(p, "bl_t2", None), "fu_t2": getattr(p, "fu_t2", None)} if use_t2 else {}
                 t = time.perf_counter()
                 # one stage: flips on every slice that can reach the sweep's lowest threshold, not just the
                 # model's; with a classifier, the probability its features were made from
-                prob = pred.probability(case["pair"].bl, case["pair"].fu, case["pair"].mask,
-                                        exact_above=None if pred.classifier else min(thresholds))
+                prob = pred.probability(p.bl, p.fu, p.mask, exact_above=None if pred.classifier else min(thresholds),
+                                        **t2)
                 scored = pred.scored(prob, case["pair"])
                 infer = time.perf_counter() - t
                 results[set_name][name], cands = sweep(case, prob, cfg, thresholds, scored)
                 if set_name == "validation":
                     val_cands.append(cands)
-                print(f"  {set_name:10s} {name:9s} inference {infer:.1f} s", flush=True)
+                fed = " (with T2)" if t2.get("bl_t2") is not None else ""
+                print(f"  {set_name:10s} {name:9s} inference {infer:.1f} s{fed}", flush=True)
         op, review = fit_points(results["validation"], thresholds) if results["validation"] else (None, None)
         print(f"rule (validation): operating threshold {op}, review threshold {review}")
         for set_name, per_case in results.items():

@@ -17,7 +17,14 @@ and it reported 3 of 10 visible where the protocol's components show 7 of 8.)
 inference.json "slice_mm"): session 6 found that patient01's 4 mm rebaseline grid point-samples the
 3 mm follow-up between its slices and averages four of its GT lesions away (docs/detection.md).
 
+--modality T2W compares FLAIR with T2W on the reference transforms alone (each visit's raw image carried
+straight onto the GT grid: study N T2W -> its FLAIR -> common space, the data set's own transforms): per
+component the mean difference of each modality in robust SDs of that modality's difference over the brain
+(1.4826 x MAD, brain = the working grid's mask carried onto the GT grid), so a T2W change can be weighed
+against FLAIR's before T2W is made a network input (docs/detection.md, Phase 12).
+
     .venv/bin/python benchmarks/detect_gt_visibility.py [--cases patient01 patient03] [--slice-mm 1.5]
+    .venv/bin/python benchmarks/detect_gt_visibility.py --modality T2W
 """
 
 from __future__ import annotations
@@ -48,10 +55,50 @@ def on_gt_grid(arr: np.ndarray, pair, gt: sitk.Image, t1: sitk.Transform) -> np.
     return sitk.GetArrayFromImage(sitk.Resample(img, gt, t1, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
 
 
+def raw_on_gt_grid(case: Path, study: int, modality: str, gt: sitk.Image) -> np.ndarray:
+    """A visit's raw FLAIR or T2W on the GT grid through the data set's own transforms (z, y, x)."""
+    tx = sitk.CompositeTransform(3)
+    if modality != "FLAIR":
+        tx.AddTransform(sitk.ReadTransform(str(case / f"study{study}_{modality}_intrastudy_to_FLAIR.txt")))
+    tx.AddTransform(sitk.ReadTransform(str(case / f"study{study}_FLAIR_to_common_space.txt")))  # applied first
+    img = sitk.ReadImage(str(case / f"study{study}_{modality}.nii.gz"), sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(sitk.Resample(img, gt, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+
+
+def compare_modalities(case: Path, name: str, modality: str, gt_img, lab, comps, vox, brain) -> None:
+    """Each GT component's mean FLAIR and `modality` change, in robust SDs of that change over the brain."""
+    diffs = {}
+    for m in ("FLAIR", modality):
+        if not all((case / f"study{s}_{m}.nii.gz").is_file() for s in (1, 2)):
+            print(f"# {name}: no {m} at both visits")
+            return
+        bl, fu = (raw_on_gt_grid(case, s, m, gt_img) for s in (1, 2))
+        bl, fu = (v / float(np.median(v[brain])) for v in (bl, fu))
+        d = ndi.gaussian_filter(fu - bl, 0.7)
+        mad = float(np.median(np.abs(d[brain] - np.median(d[brain]))))
+        diffs[m] = (d, 1.4826 * mad)
+    print(f"# {name}: reference transforms, raw images on the GT grid, mean difference (x median brain) and in "
+          f"robust SDs of the difference over the brain (FLAIR SD {diffs['FLAIR'][1]:.3f}, "
+          f"{modality} SD {diffs[modality][1]:.3f})")
+    print(f"comp  vol_mm3  FLAIR_diff  FLAIR_SDs  {modality}_diff  {modality}_SDs")
+    above = {m: 0 for m in diffs}
+    for i in comps:
+        c = lab == i
+        row = []
+        for m, (d, sd) in diffs.items():
+            v = float(d[c].mean())
+            above[m] += v / sd > 2.0
+            row += [v, v / sd]
+        print(f"{i:4d} {c.sum() * vox:8.0f} {row[0]:11.2f} {row[1]:10.1f} {row[2]:12.2f} {row[3]:10.1f}")
+    print(f"{name}: components whose mean change is > 2 robust SDs: FLAIR {above['FLAIR']} of {len(comps)}, "
+          f"{modality} {above[modality]} of {len(comps)}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="+", default=["patient01", "patient03"])
     ap.add_argument("--slice-mm", type=float, help="working-grid slice spacing (default: the rebaseline's)")
+    ap.add_argument("--modality", choices=["T2W", "T1W"], help="compare FLAIR with this modality instead")
     args = ap.parse_args()
     setup_logging("WARNING")
     for case in args.cases:
@@ -62,6 +109,11 @@ def main() -> int:
         vox = float(np.prod(gt_img.GetSpacing()))
         lab, n = ndi.label(sitk.GetArrayFromImage(gt_img) == 1, structure=np.ones((3, 3, 3)))
         comps = [i for i in range(1, n + 1) if (lab == i).sum() * vox >= 10.0]
+        if args.modality:
+            p = prepare_pair(bl, fu, longitudinal_reference(d), slice_mm=args.slice_mm)
+            brain = on_gt_grid(p.mask.astype(np.float32), p, gt_img, t1) > 0.5
+            compare_modalities(d, case, args.modality, gt_img, lab, comps, vox, brain)
+            continue
         views = {}
         for k, tx in (("ours", None), ("reference", longitudinal_reference(d))):
             p = prepare_pair(bl, fu, tx, slice_mm=args.slice_mm)

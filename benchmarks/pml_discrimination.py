@@ -39,7 +39,6 @@ Run: flock /tmp/pmlseg-heavy.lock python benchmarks/pml_discrimination.py [--rou
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from dataclasses import dataclass, field

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from pmlseg.tables import read_tsv
-from pmlseg.workflow import layout as L
 
 sys.path.insert(0, str(Path(__file__).parent))
 import messy_cohort  # noqa: E402

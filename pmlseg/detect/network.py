@@ -1,8 +1,9 @@
 """The detection network: a 2.5D MONAI BasicUNet on axial slices of the rebaseline working grid.
 
 Input channels are (2k+1) neighbouring slices each of rebaseline FLAIR, follow-up FLAIR and their
-difference (follow-up minus baseline), all intensity-normalised; output one logit map (new or
-enlarging lesion) for the centre slice. 2.5D keeps CPU training and inference cheap and suits the
+difference (follow-up minus baseline), all intensity-normalised; with ``t2_input`` the same three again
+for T2-weighted images (zeros where a visit has no T2: trained with modality dropout, so FLAIR alone still
+works); output one logit map (new or enlarging lesion) for the centre slice. 2.5D keeps CPU training and inference cheap and suits the
 thick-slice clinical FLAIR this is used on (Hitziger et al. 2022 used a similar triplanar design).
 """
 
@@ -28,6 +29,9 @@ DEFAULT_CONFIG = {
     # a second output channel trained on every lesion the follow-up shows (single-visit segmentation as an
     # auxiliary task, issue 15); inference reads channel 0 only
     "aux_lesion_head": False,
+    # T2-weighted rebaseline, follow-up and difference as three more slice stacks (issue 15: several of the
+    # real pairs' new lesions change more on T2W than on FLAIR, docs/detection.md "Phase 12"); zeros when absent
+    "t2_input": False,
     "min_size_mm3": 10.0,
     "min_followup_peak": 1.1,     # postprocess.plausible: a new lesion is FLAIR-bright at follow-up ...
     "min_mean_difference": 0.1,   # ... and brighter than at the rebaseline (x median brain)
@@ -35,7 +39,7 @@ DEFAULT_CONFIG = {
 
 
 def in_channels(config: dict) -> int:
-    return 3 * (2 * int(config["context"]) + 1)
+    return 3 * (2 * int(config["context"]) + 1) * (2 if config.get("t2_input") else 1)
 
 
 def out_channels(config: dict) -> int:
@@ -72,8 +76,9 @@ def save_torchscript(state_dict: dict, config: dict, path) -> None:
         traced.save(str(tmp))
 
 
-def stack_channels(bl, fu, k0: int, k1: int, context: int):
-    """Channels for centre slices k0..k1-1 of (x, y, z) arrays: [bl slices, fu slices, diff slices].
+def stack_channels(bl, fu, k0: int, k1: int, context: int, t2: tuple | None = None, t2_input: bool = False):
+    """Channels for centre slices k0..k1-1 of (x, y, z) arrays: [bl slices, fu slices, diff slices], and with
+    ``t2_input`` the same for ``t2`` = (bl T2, fu T2) on the same grid (zeros when ``t2`` is None).
 
     Returns an array (n, C, x, y); slices beyond the volume edge repeat the edge slice.
     """
@@ -83,7 +88,14 @@ def stack_channels(bl, fu, k0: int, k1: int, context: int):
     out = []
     for k in range(k0, k1):
         idx = [min(max(k + d, 0), nz - 1) for d in range(-context, context + 1)]
-        b = bl[:, :, idx].transpose(2, 0, 1)
-        f = fu[:, :, idx].transpose(2, 0, 1)
-        out.append(np.concatenate([b, f, f - b], axis=0))
+        stacks = [(bl, fu)] + ([t2 if t2 is not None else None] if t2_input else [])
+        parts = []
+        for pair in stacks:
+            if pair is None:
+                parts.append(np.zeros((3 * len(idx),) + bl.shape[:2], np.float32))
+                continue
+            b = pair[0][:, :, idx].transpose(2, 0, 1)
+            f = pair[1][:, :, idx].transpose(2, 0, 1)
+            parts.append(np.concatenate([b, f, f - b], axis=0))
+        out.append(np.concatenate(parts, axis=0))
     return np.stack(out).astype(np.float32)

@@ -8,6 +8,7 @@ separately (thick-slice blur and sampling, its own small rotation / offset), the
 resampled back onto the baseline grid with a slightly wrong transform (residual misregistration),
 and contrast (a random monotone intensity curve per visit), bias field and noise differ between
 visits; the follow-up is then harmonised to the baseline exactly as at inference (harmonise.py).
+A source with a T2-weighted image also gives both visits' T2W images, with the same lesions (make_pair ``t2``).
 The result is on the same kind of grid the predictor works on (1 mm in plane, thick axial slices),
 see ``predictor.working_grid``.
 """
@@ -36,6 +37,7 @@ class Source:
     lesions: np.ndarray  # bool: existing lesions of this brain (kept unchanged)
     centres: np.ndarray  # (N, 3) int voxel candidates for new lesions (white matter / real lesion sites)
     ribbon: np.ndarray | None = None  # cortical-ribbon weight, computed on first use (cortical_ribbon)
+    t2: np.ndarray | None = None  # T2-weighted image on the same grid, normalised and masked like ``image``
 
 
 def normalise(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -62,16 +64,33 @@ def lesion_library(mask_dir: str | Path, min_vox: int = 4, max_vox: int = 6000) 
     return shapes, np.concatenate(sites)
 
 
-def mni_source(brain_dir: str | Path, lesion_mask: str | Path, sites: np.ndarray) -> Source:
+def _on_grid(path: Path, like: Path) -> np.ndarray:
+    """``path``'s image as float32 (x, y, z) on ``like``'s voxel grid (SimpleITK, linear, where the grids differ)."""
     import nibabel as nib
 
-    img = np.asarray(nib.load(str(Path(brain_dir) / "FLAIR.nii.gz")).dataobj, dtype=np.float32)
+    a, b = nib.load(str(path)), nib.load(str(like))
+    if a.shape == b.shape and np.allclose(a.affine, b.affine, atol=1e-3):
+        return np.asarray(a.dataobj, dtype=np.float32)
+    import SimpleITK as sitk
+
+    img = sitk.Resample(sitk.ReadImage(str(path), sitk.sitkFloat32), sitk.ReadImage(str(like)), sitk.Transform(),
+                        sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+
+
+def mni_source(brain_dir: str | Path, lesion_mask: str | Path, sites: np.ndarray) -> Source:
+    """An MNI brain's FLAIR, with its T2.nii.gz (when there is one) as the T2-weighted image."""
+    import nibabel as nib
+
+    flair, t2_path = Path(brain_dir) / "FLAIR.nii.gz", Path(brain_dir) / "T2.nii.gz"
+    img = np.asarray(nib.load(str(flair)).dataobj, dtype=np.float32)
     mask = ndi.binary_fill_holes(img > 0.05 * np.percentile(img[img > 0], 99))
     les = np.asarray(nib.load(str(lesion_mask)).dataobj) > 0
     inner = ndi.binary_erosion(mask, iterations=6)
     c = sites[inner[tuple(sites.T)]]
     c = c[~les[tuple(c.T)]]
-    return Source(Path(brain_dir).name, normalise(img, mask) * mask, mask, les, c[:: max(1, len(c) // 20000)])
+    t2 = normalise(_on_grid(t2_path, flair), mask) * mask if t2_path.exists() else None
+    return Source(Path(brain_dir).name, normalise(img, mask) * mask, mask, les, c[:: max(1, len(c) // 20000)], t2=t2)
 
 
 def raw_source(name: str, image, mask: np.ndarray | None = None) -> Source:
@@ -295,9 +314,10 @@ def _coords(aff: np.ndarray, shape) -> np.ndarray:
     return (aff[:3, :3] @ idx + aff[:3, 3:4]).astype(np.float32)
 
 
-def _contrast_curve(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random monotone intensity curve: another scanner's grey/white/CSF contrast (piecewise linear)."""
-    knots = np.array([0.0, 0.4, 0.8, 1.0, 1.3, 1.8, 4.0])
+def _contrast_curve(img: np.ndarray, rng: np.random.Generator, top: float = 4.0) -> np.ndarray:
+    """A random monotone intensity curve: another scanner's grey/white/CSF contrast (piecewise linear, constant
+    above ``top``)."""
+    knots = np.array([0.0, 0.4, 0.8, 1.0, 1.3, 1.8, top])
     # random positive slope per segment: contrast between tissues changes but never collapses
     slopes = np.clip(1 + rng.normal(scale=0.15, size=knots.size - 1), 0.6, 1.6)
     values = np.concatenate([[0.0], np.cumsum(np.diff(knots) * slopes)])
@@ -324,7 +344,7 @@ def cortical_ribbon(src: Source, depth_mm: float = 5.0) -> np.ndarray:
 
 def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], visible_change: float | None = None,
               ribbon_gain: float | None = None, slice_mm: float | None = None, real_as_new: float | None = None,
-              all_lesions: bool = False) -> dict:
+              all_lesions: bool = False, t2: bool = False) -> dict:
     """One synthetic (baseline, follow-up, label, mask) on a baseline working grid (1 mm x 1 mm x thick).
 
     ``slice_mm``: the working grid has this slice spacing instead of the baseline's (the predictor's
@@ -340,16 +360,20 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     ``real_as_new``: see insert_lesions (real lesions inpainted out of the baseline, labelled new).
     ``all_lesions``: also return "all_lesions", every lesion the follow-up shows on the working grid (the
     auxiliary single-visit segmentation target; no random draws, so the pair is the same with or without it).
+    ``t2``: also return "bl_t2" and "fu_t2" when the source has a T2-weighted image (see _acquire_t2); drawn after
+    everything else, so the FLAIR pair is the same with or without them.
     """
     shown: dict | None = {} if all_lesions else None
     bl1, fu1, new1, added1 = insert_lesions(src, rng, shapes, real_as_new, shown)
+    fu_lesioned = fu1  # before the ribbon gain (a FLAIR-only scanner effect): the T2W follow-up's lesions
     if ribbon_gain and rng.random() < 0.6:
         w = cortical_ribbon(src).astype(np.float32)
         fu1 = fu1 * (1 + rng.uniform(-0.5 * ribbon_gain, ribbon_gain) * w)
     t_bl = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.5, 2.5)], p=[0.85, 0.15]))
     t_fu = float(rng.choice([rng.uniform(2.5, 5.0), rng.uniform(1.0, 2.5)], p=[0.8, 0.2]))
     rot_bl = _rotation(rng, 2.0)
-    bl_acq, aff_acq, shape_acq = acquire(bl1, rng, t_bl, rot_bl, rng.normal(scale=2.0, size=3))
+    shift_bl = rng.normal(scale=2.0, size=3)
+    bl_acq, aff_acq, shape_acq = acquire(bl1, rng, t_bl, rot_bl, shift_bl)
     if slice_mm is None:
         bl, aff_bl, shape_bl, work_z = bl_acq, aff_acq, shape_acq, t_bl
     else:  # working grid: the baseline acquisition's planes and extent, slices every slice_mm
@@ -363,7 +387,8 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     # follow-up: own rotation / offset / slice thickness, acquired and then resampled onto the baseline grid
     rot_fu = _rotation(rng, 4.0)
     fu_inplane = float(rng.uniform(0.8, 1.3))
-    fu_acq, aff_fu, shape_fu = acquire(fu1, rng, t_fu, rot_fu, rng.normal(scale=3.0, size=3), fu_inplane)
+    shift_fu = rng.normal(scale=3.0, size=3)
+    fu_acq, aff_fu, shape_fu = acquire(fu1, rng, t_fu, rot_fu, shift_fu, fu_inplane)
     fu_coords = _coords(aff_fu, shape_fu)
     blurred_new = ndi.gaussian_filter1d(new1.astype(np.float32), sigma=t_fu / 2.355, axis=2)
     new_acq = ndi.map_coordinates(blurred_new, fu_coords, order=1).reshape(shape_fu)
@@ -399,6 +424,20 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
         out[key] = normalise(img, mask) * mask
     out["fu"] = harmonise_followup(out["bl"], out["fu"], mask, (1.0, 1.0, work_z))
     out["bl"], out["fu"] = out["bl"].astype(np.float16), out["fu"].astype(np.float16)
+    if t2 and src.t2 is not None:
+        k = rng.uniform(0.5, 1.5)  # a lesion's T2W brightening relative to its FLAIR one varies
+        on_acq = slice_mm is not None  # scanner effects where FLAIR's were: acquisition grid, else working grid
+        t2_bl = _acquire_t2(src, bl1, k, rng, t_bl, rot_bl, shift_bl, 1.0, on_acq)
+        t2_fu = _acquire_t2(src, fu_lesioned, k, rng, t_fu, rot_fu, shift_fu, fu_inplane, on_acq)
+        if on_acq:
+            t2_bl = ndi.map_coordinates(t2_bl, _coords(work_to_acq, shape_bl), order=1, mode="nearest").reshape(shape_bl)
+        t2_fu = ndi.map_coordinates(t2_fu, coords, order=1).reshape(shape_bl)  # FLAIR's bl_to_fu mapping
+        for key, img in (("bl_t2", t2_bl), ("fu_t2", t2_fu)):
+            if not on_acq:
+                img = _scanner(img, rng, extend=True)
+            out[key] = normalise(img, mask) * mask
+        out["fu_t2"] = harmonise_followup(out["bl_t2"], out["fu_t2"], mask, (1.0, 1.0, work_z))
+        out["bl_t2"], out["fu_t2"] = out["bl_t2"].astype(np.float16), out["fu_t2"].astype(np.float16)
     out["label"] = label
     if all_lesions:
         out["all_lesions"] = all_lab | label
@@ -407,8 +446,23 @@ def make_pair(src: Source, rng: np.random.Generator, shapes: list[np.ndarray], v
     return out
 
 
-def _scanner(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One visit's scanner: random gamma and contrast curve, bias field, noise."""
-    img = _contrast_curve(np.clip(img, 0, None) ** rng.uniform(0.75, 1.35), rng)
+def _acquire_t2(src: Source, visit: np.ndarray, k: float, rng: np.random.Generator, thick: float, rot: np.ndarray,
+                shift: np.ndarray, inplane: float, scanner: bool) -> np.ndarray:
+    """One visit's T2W acquisition: the brain's T2W image with that visit's inserted lesions (its FLAIR change
+    ``visit - src.image`` times ``k``: the same shapes, borders and texture; the brain's own lesions are already in
+    it), acquired with the visit's FLAIR slice planning after a small same-session head movement (~0.5 deg, 0.5 mm
+    about the volume centre); with ``scanner``, its own scanner effects on the acquisition grid."""
+    vol = np.clip(src.t2 + k * (visit - src.image), 0, None)
+    move = _rotation(rng, 0.5)
+    img = acquire(vol, rng, thick, move @ rot, move @ shift + rng.normal(scale=0.5, size=3), inplane)[0]
+    return _scanner(img, rng, extend=True) if scanner else img
+
+
+def _scanner(img: np.ndarray, rng: np.random.Generator, extend: bool = False) -> np.ndarray:
+    """One visit's scanner: random gamma and contrast curve, bias field, noise. ``extend``: the curve's last
+    segment runs on to the image's maximum instead of clamping at 4 (T2W CSF reaches 4.4 x the median brain,
+    7 after gamma; FLAIR stays well below 4)."""
+    img = np.clip(img, 0, None) ** rng.uniform(0.75, 1.35)
+    img = _contrast_curve(img, rng, max(4.0, float(img.max())) if extend else 4.0)
     img = img * _bias(rng, img.shape, rng.uniform(0.0, 0.2))
     return img + rng.normal(scale=rng.uniform(0.01, 0.06), size=img.shape).astype(np.float32)

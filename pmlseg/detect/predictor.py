@@ -4,7 +4,8 @@ Why a shared ``working_grid``: the network was trained on synthetic pairs laid o
 grid reoriented to LPS, 1 mm in plane, native slice spacing (pmlseg.detect.pairs.make_pair), with each
 image divided by its median brain intensity and 0 outside the brain. Inference must see the same
 geometry and intensity scale, so ``prepare_pair`` builds exactly that from two raw FLAIRs and the
-affine registration (linear interpolation); the model and the classical baseline both use it.
+affine registration (linear interpolation); the model and the classical baseline both use it. ``add_t2``
+does the same for each visit's T2-weighted image (a model with ``t2_input``).
 Build one ``Predictor`` per process and reuse it across cases (weights loaded and checked once).
 """
 
@@ -104,6 +105,10 @@ class PreparedPair:
     transform: object           # rebaseline points -> follow-up points
     qc: object = None           # pmlseg.registration.qc.QCResult
     timings: dict = field(default_factory=dict)
+    slice_profile_mm: float | None = None  # slice profile (FWHM) both FLAIRs got before resampling; None: none
+    # T2-weighted images of both visits (add_t2), normalised and harmonised as bl and fu; None: no T2
+    bl_t2: np.ndarray | None = None
+    fu_t2: np.ndarray | None = None
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -175,7 +180,31 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     bl = normalise(bl, mask)
     fu = harmonise_followup(bl, normalise(fu, mask), mask, tuple(grid.GetSpacing()))
     timings["resample_s"] = round(time.perf_counter() - t, 2)
-    return PreparedPair(grid, bl, fu, mask, baseline, transform, qc, timings)
+    return PreparedPair(grid, bl, fu, mask, baseline, transform, qc, timings, thick if coarser else None)
+
+
+def add_t2(pair: PreparedPair, bl_t2, fu_t2, bl_t2_tx, fu_t2_tx) -> None:
+    """Lay each visit's T2-weighted image on ``pair``'s working grid (``pair.bl_t2``, ``pair.fu_t2``) for a
+    model with ``t2_input``: the same slice profile, normalisation and follow-up harmonisation as the FLAIRs,
+    so the T2 channels are on the scale the network was trained on.
+
+    ``bl_t2_tx``: rebaseline FLAIR points -> rebaseline T2 points; ``fu_t2_tx``: follow-up FLAIR points ->
+    follow-up T2 points (same-session registrations, pmlseg.detect.pipeline.intra_visit_transform). The
+    follow-up T2 is reached through the pair's transform first, then ``fu_t2_tx``.
+    """
+    import SimpleITK as sitk
+
+    from pmlseg.detect.harmonise import harmonise_followup
+
+    t = time.perf_counter()
+    if pair.slice_profile_mm is not None:
+        bl_t2, fu_t2 = thick_slices(bl_t2, pair.slice_profile_mm), thick_slices(fu_t2, pair.slice_profile_mm)
+    fu_tx = sitk.CompositeTransform([fu_t2_tx, pair.transform])  # the last added is applied first
+    bl = to_array(sitk.Resample(bl_t2, pair.grid, bl_t2_tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    fu = to_array(sitk.Resample(fu_t2, pair.grid, fu_tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    pair.bl_t2 = normalise(bl, pair.mask)
+    pair.fu_t2 = harmonise_followup(pair.bl_t2, normalise(fu, pair.mask), pair.mask, pair.spacing)
+    pair.timings["t2_resample_s"] = round(time.perf_counter() - t, 2)
 
 
 # ----------------------------------------------------------------------------- model
@@ -344,8 +373,13 @@ class Predictor:
         return self._loaded.result()[1]
 
     def probability(self, bl: np.ndarray, fu: np.ndarray, mask: np.ndarray | None = None,
-                    slices_per_batch: int = 16, exact_above: float | None = None) -> np.ndarray:
+                    slices_per_batch: int = 16, exact_above: float | None = None, *,
+                    bl_t2: np.ndarray | None = None, fu_t2: np.ndarray | None = None) -> np.ndarray:
         """Per-voxel probability of a new/enlarging lesion on the working grid (x, y, z); 0 outside ``mask``.
+
+        ``bl_t2``, ``fu_t2`` (PreparedPair's, same grid) feed a ``t2_input`` model's T2 channels when both are
+        given; without them those channels are zeros (the model was trained with T2 dropout). A FLAIR-only
+        model ignores them.
 
         Test-time flips (``tta_flips``) are averaged in only on slices where the plain pass reaches
         ``n * exact_above - (n - 1)`` somewhere (n passes): the mean can only reach ``exact_above`` where the
@@ -379,6 +413,8 @@ class Predictor:
         n = len(flips) + 1
         bound = n * exact_above - (n - 1)
         bl_c, fu_c = bl[box], fu[box]
+        t2_input = bool(self.config.get("t2_input"))
+        t2_c = (bl_t2[box], fu_t2[box]) if t2_input and bl_t2 is not None and fu_t2 is not None else None
         nz = bl_c.shape[2]
         ctx = int(self.config["context"])
         amp = self.device == "cuda"
@@ -392,7 +428,7 @@ class Predictor:
         with torch.inference_mode():
             for k0 in progress(range(0, nz, slices_per_batch), desc="detect", unit="batch"):
                 k1 = min(nz, k0 + slices_per_batch)
-                x = torch.from_numpy(stack_channels(bl_c, fu_c, k0, k1, ctx)).to(self.device)
+                x = torch.from_numpy(stack_channels(bl_c, fu_c, k0, k1, ctx, t2_c, t2_input)).to(self.device)
                 prob = sigmoid(x)
                 rows = torch.nonzero(prob.flatten(1).amax(1) >= bound).flatten() if flips else []
                 if len(rows):  # test-time augmentation: mean probability over in-plane flips

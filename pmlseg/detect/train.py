@@ -53,6 +53,12 @@ DEFAULT_RECIPE = {
     # 1/4 resolution, trained beside the network and not saved): the decoder stays the new-lesion one; tried in
     # session 18 (docs/detection.md "Phase 11")
     "aux_encoder_head": False,
+    # with the inference config's "t2_input": the probability that a patch's T2W channels are zeros (modality
+    # dropout), so the model still works on FLAIR alone; pairs from a source without T2W always get zeros
+    "t2_dropout": 0.5,
+    # train only the first layer's weights on the T2W channels (a FLAIR-only model extended by load_init): with T2W
+    # withheld the network stays the initial one exactly, so training cannot drift its FLAIR path (Phase 12)
+    "t2_channels_only": False,
     # a file written by pack_sources, used instead of the shared data (GPU machines without it)
     "sources_bundle": None,
 }
@@ -79,12 +85,14 @@ def load_sources(recipe: dict, shared: Path):
 
 
 def pack_sources(recipe: dict, shared: Path, path: Path) -> Path:
-    """The training sources in one compressed file (images as float16), to carry to a GPU machine."""
+    """The training sources in one compressed file (images, T2W ones too, as float16), to carry to a GPU machine."""
     sources, shapes = load_sources({**recipe, "sources_bundle": None}, shared)
     arrays = {"n_sources": np.array(len(sources)), "n_shapes": np.array(len(shapes))}
     for i, s in enumerate(sources):
         arrays.update({f"s{i}_name": np.array(s.name), f"s{i}_image": s.image.astype(np.float16),
                        f"s{i}_mask": s.mask, f"s{i}_lesions": s.lesions, f"s{i}_centres": s.centres})
+        if s.t2 is not None:
+            arrays[f"s{i}_t2"] = s.t2.astype(np.float16)
     arrays.update({f"shape{i}": sh for i, sh in enumerate(shapes)})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -97,22 +105,26 @@ def unpack_sources(path: Path):
 
     z = np.load(path)
     sources = [Source(str(z[f"s{i}_name"]), z[f"s{i}_image"].astype(np.float32), z[f"s{i}_mask"],
-                      z[f"s{i}_lesions"], z[f"s{i}_centres"]) for i in range(int(z["n_sources"]))]
+                      z[f"s{i}_lesions"], z[f"s{i}_centres"],
+                      t2=z[f"s{i}_t2"].astype(np.float32) if f"s{i}_t2" in z.files else None)
+               for i in range(int(z["n_sources"]))]
     return sources, [z[f"shape{i}"] for i in range(int(z["n_shapes"]))]
 
 
 def for_sampling(pair: dict) -> dict:
     """Float32 images and the sampling sites of a pair, computed once when it enters the pool
     (sample_patch draws many patches per pair; converting per patch was most of its time)."""
-    pair = dict(pair, bl=pair["bl"].astype(np.float32), fu=pair["fu"].astype(np.float32))
+    pair = dict(pair, **{k: pair[k].astype(np.float32) for k in ("bl", "fu", "bl_t2", "fu_t2") if k in pair})
     pair["positive_sites"] = np.argwhere(pair["label"])
     pair["brain_sites"] = np.argwhere(pair["mask"][::4, ::4, :]) * np.array([4, 4, 1])
     return pair
 
 
-def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int, positive: bool):
+def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int, positive: bool,
+                 t2_input: bool = False, t2_dropout: float = 0.0):
     """One 2.5D training patch (C, p, p) and its target (1, p, p) from a synthetic pair (see for_sampling);
-    (2, p, p) when the pair carries "all_lesions" (the auxiliary head's target as channel 1)."""
+    (2, p, p) when the pair carries "all_lesions" (the auxiliary head's target as channel 1). ``t2_input``: with
+    the T2W channels, zeros when the pair has no T2W images or with probability ``t2_dropout``."""
     if "brain_sites" not in pair:
         pair = for_sampling(pair)
     bl, fu, lab = pair["bl"], pair["fu"], pair["label"]
@@ -126,7 +138,10 @@ def sample_patch(pair: dict, rng: np.random.Generator, patch: int, context: int,
     x0 = int(np.clip(c[0] - patch // 2, 0, max(0, bl.shape[0] - patch)))
     y0 = int(np.clip(c[1] - patch // 2, 0, max(0, bl.shape[1] - patch)))
     sl = (slice(x0, x0 + patch), slice(y0, y0 + patch))
-    x = stack_channels(bl[sl], fu[sl], k, k + 1, context)[0]
+    t2 = None
+    if t2_input and "bl_t2" in pair and rng.random() >= t2_dropout:
+        t2 = (pair["bl_t2"][sl], pair["fu_t2"][sl])
+    x = stack_channels(bl[sl], fu[sl], k, k + 1, context, t2=t2, t2_input=t2_input)[0]
     y = lab[sl][:, :, k][None].astype(np.float32)
     if "all_lesions" in pair:
         y = np.concatenate([y, pair["all_lesions"][sl][:, :, k][None].astype(np.float32)])
@@ -152,7 +167,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
     sources, shapes = load_sources(recipe, Path(shared))
     opts = {"visible_change": recipe.get("visible_change"), "ribbon_gain": recipe.get("ribbon_gain"),
             "slice_mm": config.get("slice_mm"), "real_as_new": recipe.get("real_as_new"),
-            "all_lesions": bool(config.get("aux_lesion_head") or recipe.get("aux_encoder_head"))}
+            "all_lesions": bool(config.get("aux_lesion_head") or recipe.get("aux_encoder_head")),
+            "t2": bool(config.get("t2_input"))}
     pool = [for_sampling(pairs.make_pair(sources[i % len(sources)], rng, shapes, **opts))
             for i in range(recipe["pool_size"])]
     n = 0
@@ -160,7 +176,8 @@ def _patch_stream(recipe: dict, config: dict, shared: str):
         xs, ys = [], []
         for b in range(recipe["batch_size"]):
             pair = pool[rng.integers(len(pool))]
-            x, y = sample_patch(pair, rng, recipe["patch"], config["context"], rng.random() < recipe["positive_fraction"])
+            x, y = sample_patch(pair, rng, recipe["patch"], config["context"], rng.random() < recipe["positive_fraction"],
+                                opts["t2"], float(recipe.get("t2_dropout", 0.5)))
             xs.append(x)
             ys.append(y)
         yield torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
@@ -219,18 +236,23 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
         torch.save(state, tmp)
     save_torchscript(state, config, out / "model.ts")
     write_text(out / "inference.json", json.dumps(config, indent=2) + "\n")
+    t2 = bool(config.get("t2_input"))
     meta = {
         "name": out.name,
         "task": "new and enlarging T2-FLAIR lesions between a rebaseline and a follow-up MRI",
         "network": "monai.networks.nets.BasicUNet, 2D (2.5D: neighbouring axial slices as channels)",
         "inputs": ["rebaseline FLAIR", "follow-up FLAIR registered onto the rebaseline and harmonised to its intensity "
-                   "scale (pmlseg.detect.harmonise)", "difference (fu - bl)"],
+                   "scale (pmlseg.detect.harmonise)", "difference (fu - bl)"]
+                  + (["rebaseline T2W", "follow-up T2W, likewise registered and harmonised", "T2W difference (fu - bl)",
+                      "(all three T2W channels zeros when a visit has no T2W image)"] if t2 else []),
         "preprocessing": ("rebaseline reoriented to LPS and resampled to 1 mm in plane ("
                           + ("slice spacing kept" if config.get("slice_mm") is None else
                              f"{config['slice_mm']} mm slices, linear") + "); follow-up "
                           "resampled onto it with the affine registration (linear); brain mask; each image divided by "
                           "its median brain intensity; 0 outside the brain; follow-up harmonised to the rebaseline "
-                          "(median follow-up intensity per rebaseline-intensity bin, 25 mm relative bias removed)"),
+                          "(median follow-up intensity per rebaseline-intensity bin, 25 mm relative bias removed)"
+                          + ("; T2W images likewise (each visit's T2W on its FLAIR's grid, the same normalisation, "
+                             "mask and harmonisation)" if t2 else "")),
         "weights": "model.pt",
         "sha256": sha256(out / "model.pt"),
         **torchscript_entry(out),
@@ -239,7 +261,11 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
                           "(patient07/19/26) and the raw study1 FLAIR of ljubljana-longitudinal patient04 (a single "
                           "visit, no ground truth used); lesion shapes from the 30 MNI lesion masks. The real "
                           "longitudinal pairs patient01 and patient03 were NOT used for training or checkpoint "
-                          "selection; they are used only for evaluation."),
+                          "selection; they are used only for evaluation."
+                          + (" T2W: the MNI brains' T2.nii.gz with the same inserted lesions (their FLAIR brightening "
+                             "times a random 0.5-1.5 per pair), acquired with each visit's FLAIR slice planning; a "
+                             f"patch's T2W channels are zeros with probability {recipe.get('t2_dropout', 0.5)} (modality "
+                             "dropout), and always for the raw FLAIR sources, which have none" if t2 else "")),
         "recipe": recipe,
         **info,
     }
@@ -248,13 +274,39 @@ def save_model(out: Path, net, config: dict, recipe: dict, info: dict) -> None:
 
 def load_init(net, state: dict) -> None:
     """Start from ``state``; an output layer with more channels than the saved one (the auxiliary head added
-    to a one-channel model) gets the saved channel's weights in every channel."""
+    to a one-channel model) gets the saved channel's weights in every channel, and an input layer with more
+    channels (T2W added to a FLAIR-only model) zero weights on the new ones, so the network starts as the saved
+    one whatever they hold."""
     own = net.state_dict()
     for key, value in state.items():
-        if key in own and own[key].shape != value.shape and own[key].shape[1:] == value.shape[1:] \
-                and value.shape[0] == 1:
+        if key not in own or own[key].shape == value.shape:
+            continue
+        if own[key].shape[1:] == value.shape[1:] and value.shape[0] == 1:
             state[key] = value.expand_as(own[key]).clone()
+        elif value.ndim >= 2 and own[key].shape[0] == value.shape[0] and own[key].shape[2:] == value.shape[2:] \
+                and value.shape[1] < own[key].shape[1]:
+            state[key] = own[key].new_zeros(own[key].shape)
+            state[key][:, :value.shape[1]] = value
     net.load_state_dict(state)
+
+
+def t2_input_weights(net, config: dict):
+    """The first convolution's weight as the only trainable tensor, its gradient kept to the T2W input channels
+    (every other parameter frozen): recipe "t2_channels_only"."""
+    import torch
+
+    from pmlseg.detect.network import in_channels
+
+    if not config.get("t2_input"):
+        raise PmlsegError('recipe "t2_channels_only" needs the network config\'s "t2_input"')
+    for p in net.parameters():
+        p.requires_grad_(False)
+    weight = next(p for p in net.parameters() if p.ndim == 4 and p.shape[1] == in_channels(config))
+    weight.requires_grad_(True)
+    t2_only = torch.zeros_like(weight)
+    t2_only[:, in_channels({**config, "t2_input": False}):] = 1.0
+    weight.register_hook(lambda grad: grad * t2_only.to(grad.device))
+    return weight
 
 
 def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None = None,
@@ -278,6 +330,9 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
     if init is not None:
         load_init(net, torch.load(init, map_location="cpu"))
     params = list(net.parameters())
+    weight_decay = 1e-4
+    if recipe.get("t2_channels_only"):
+        params, weight_decay = [t2_input_weights(net, config)], 0.0  # decay would shrink the frozen FLAIR weights
     encoder_head, encoded = None, {}
     if recipe.get("aux_encoder_head"):
         encoder_head = torch.nn.Conv2d(int(config["features"][2]), 1, 1)
@@ -285,7 +340,7 @@ def train(out: Path, recipe: dict, config: dict, shared: Path, init: Path | None
         encoder_head.to(device)
         params += list(encoder_head.parameters())
     net.to(device)
-    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=recipe["lr"], weight_decay=weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     loss_fn = DiceCELoss(sigmoid=True, batch=True, lambda_ce=1.0, lambda_dice=1.0)
     loader = DataLoader(Stream(), batch_size=None, num_workers=max(1, int(recipe.get("workers", 1))),
