@@ -40,6 +40,8 @@ SHIPPED = ROOT / "models" / "newlesion-2p5d"
 VARIANTS = {
     "a_longer": {},
     "b_visible": {"visible_change": 0.12},
+    # T2W input (docs/detection.md "Phase 12"); "network" keys go to the inference config, not the recipe
+    "c_t2": {"network": {"t2_input": True}, "t2_dropout": 0.5},
 }
 GPU_RECIPE = {"batch_size": 32, "lr": 1e-3, "pool_size": 8, "replace_every": 12, "checkpoint_minutes": 2.0}
 
@@ -71,10 +73,12 @@ def train_one(args) -> None:
     from pmlseg.logs import setup_logging
 
     setup_logging("INFO")
-    recipe = {**copy.deepcopy(DEFAULT_RECIPE), **GPU_RECIPE, **VARIANTS[args.variant],
+    variant = copy.deepcopy(VARIANTS[args.variant])
+    network = variant.pop("network", {})
+    recipe = {**copy.deepcopy(DEFAULT_RECIPE), **GPU_RECIPE, **variant,
               "minutes": args.minutes, "workers": args.workers, "seed": 100 + sorted(VARIANTS).index(args.variant),
               "sources_bundle": str(GPU_DIR / "sources.npz")}
-    config = {**DEFAULT_CONFIG, **json.loads((SHIPPED / "inference.json").read_text())}
+    config = {**DEFAULT_CONFIG, **json.loads((SHIPPED / "inference.json").read_text()), **network}
     train(Path(args.out), recipe, config, Path("/nonexistent"), SHIPPED / "model.pt", device=args.device)
 
 

@@ -9,6 +9,7 @@ end the row at a bare CR). Writes are atomic (pmlseg.atomic).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -74,3 +75,16 @@ def read_tsv(path: str | Path, missing_ok: bool = False) -> list[dict]:
         raise PmlsegError(f"{path}: not found")
     with open(path, newline="", encoding="utf-8") as fp:
         return list(csv.DictReader(fp, **DIALECT))
+
+
+def parse_date(text: str, where: str = "") -> dt.date | None:
+    """DICOM (YYYYMMDD) or ISO (YYYY-MM-DD) date; empty -> None; anything else is an error."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    for fmt in ("%Y%m%d", "%Y-%m-%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            pass
+    raise PmlsegError(f"{where}: date {text!r} is neither YYYYMMDD nor YYYY-MM-DD")

@@ -33,7 +33,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from pmlseg.workflow.cohort_index import write_index
-    from pmlseg.workflow.manifest import parse_date
+    from pmlseg.tables import parse_date
 
     today = parse_date(args.today, "--today") if args.today else None
     out = Path(args.out)

@@ -44,7 +44,7 @@ def _tsv(path: Path) -> list[dict]:
 
 def _visit_of_session(out: Path, synth: Path) -> dict[tuple[str, str], tuple[str, int]]:
     """(subject, session) -> (synthetic PatientID, visit number), matched on patient and study date."""
-    from pmlseg.workflow.manifest import parse_date
+    from pmlseg.tables import parse_date
 
     visits = {}
     for r in _tsv(synth / "ground_truth" / "cohort.tsv"):

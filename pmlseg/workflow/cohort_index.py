@@ -16,10 +16,11 @@ from pathlib import Path
 
 from pmlseg.atomic import write_text
 from pmlseg.workflow import layout
-from pmlseg.tables import read_tsv
-from pmlseg.workflow.manifest import parse_date, read_manifest, write_tsv
+from pmlseg.tables import parse_date, read_tsv
+from pmlseg.workflow.manifest import read_manifest, write_tsv
 from pmlseg.workflow.step import read_status
-from pmlseg.workflow.tracking import lesion_columns, suspicion_rank
+from pmlseg.workflow.suspicion import suspicion_rank
+from pmlseg.workflow.tracking import lesion_columns
 
 SESSION_COLUMNS = ["subject", "session", "role", "interval_days", "days_since_previous", "new_lesions", "report",
                    "report_previous", "qc", "reason", "n_new_lesions", "new_volume_mm3", "n_new_since_previous", "max_pml_score",

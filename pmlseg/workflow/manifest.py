@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pmlseg import tables
 from pmlseg.errors import PmlsegError
-from pmlseg.tables import read_tsv
+from pmlseg.tables import parse_date, read_tsv
 
 COLUMNS = ["subject", "session", "order", "role", "days", "interval_days", "previous", "flair", "t1w", "t2w",
            "dwi", "status", "reason"]
@@ -29,19 +29,6 @@ def compact_cell(value) -> str:
 def write_tsv(path: str | Path, rows: list[dict], columns: list[str]) -> None:
     """Atomically write a workflow table with exactly ``columns`` (missing values empty)."""
     tables.write_tsv(path, rows, columns, cell=compact_cell)
-
-
-def parse_date(text: str, where: str = "") -> dt.date | None:
-    """DICOM (YYYYMMDD) or ISO (YYYY-MM-DD) date; empty -> None; anything else is an error."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    for fmt in ("%Y%m%d", "%Y-%m-%d"):
-        try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            pass
-    raise PmlsegError(f"{where}: date {text!r} is neither YYYYMMDD nor YYYY-MM-DD")
 
 
 @dataclass

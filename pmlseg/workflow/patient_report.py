@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pmlseg.atomic import write_text
 from pmlseg.workflow import layout
-from pmlseg.workflow.tracking import suspicion_rank
+from pmlseg.workflow.suspicion import suspicion_rank
 
 COLOURS = ["#c0392b", "#2c6fbb", "#27ae60", "#8e44ad", "#d35400", "#16a085", "#7f8c8d", "#2c3e50"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from pmlseg.errors import PmlsegError
+from pmlseg.tables import parse_date
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ def read_clinical(path: str | Path, identity: list[dict], unmatched: list[str] |
     A row whose patient matches no ingested patient is not used: it is logged as a warning and, when
     ``unmatched`` is given, appended to it (by line number: the row's patient ID is never repeated)."""
     from pmlseg.tables import read_tsv
-    from pmlseg.workflow.manifest import parse_date
 
     path = Path(path)
     rows = read_tsv(path)

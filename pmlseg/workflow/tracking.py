@@ -25,6 +25,7 @@ from pmlseg.workflow import layout
 from pmlseg.tables import read_tsv, typed_row
 from pmlseg.workflow.manifest import read_manifest, write_tsv
 from pmlseg.workflow.step import read_status, write_status
+from pmlseg.workflow.suspicion import suspicion_rank
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,6 @@ LESION_COLUMNS = ["subject", "session", "days", "lesion_id", "detect_label", "vo
 DAYS_PER_MONTH = 30.44
 TRACK_COLUMNS = ["subject", "lesion_id", "first_seen", "last_seen", "n_visits", "first_volume_mm3",
                  "last_volume_mm3", "growth_curve", "max_pml_score", "pml_suspicion"]
-SUSPICION_RANK = {"high": 3, "moderate": 2, "intermediate": 2, "medium": 2, "low": 1, "none": 0, "": 0}
-
-
-def suspicion_rank(value: str) -> int:
-    return SUSPICION_RANK.get(str(value).strip().lower(), 0)
 
 
 @dataclass
