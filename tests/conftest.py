@@ -42,6 +42,15 @@ def shared_data() -> Path:
     return d
 
 
+@pytest.fixture
+def tiny_train_recipe() -> dict:
+    """A 3-step training recipe on one MNI brain, small batches: `pmlseg train` runs that must only finish."""
+    from pmlseg.detect import train as T
+
+    return dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1, replace_every=1000,
+                workers=1, checkpoint_minutes=100.0, sources={"mni_brains": ["patient07"], "raw_flair": []})
+
+
 @pytest.fixture(scope="session")
 def benchmark_script():
     """``load(name)``: benchmarks/NAME.py as a module, so a test runs the benchmark's own code, not a copy."""

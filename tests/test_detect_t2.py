@@ -115,15 +115,13 @@ def test_flair_only_weights_start_a_t2_network_unchanged():
     assert two.state_dict()["conv_0.conv_0.conv.weight"].shape[1] == 18
 
 
-def test_short_t2_training_run_writes_a_t2_model(tmp_path, shared_data):
+def test_short_t2_training_run_writes_a_t2_model(tmp_path, shared_data, tiny_train_recipe):
     """A few steps with "t2_input" from a FLAIR-only model: an 18-channel model, its config and metadata say T2W."""
     import torch
 
     init = tmp_path / "one.pt"
     torch.save(build_network(SMALL).state_dict(), init)
-    recipe = dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1,
-                  replace_every=1000, workers=1, checkpoint_minutes=100.0,
-                  sources={"mni_brains": ["patient07"], "raw_flair": []})
+    recipe = tiny_train_recipe
     out = tmp_path / "t2"
     T.train(out, recipe, dict(SMALL, t2_input=True), shared_data, init=init)
     assert json.loads((out / "inference.json").read_text())["t2_input"] is True

@@ -43,7 +43,7 @@ def test_short_training_run_learns_and_writes_a_loadable_model(tmp_path, shared_
 
 
 @pytest.mark.slow
-def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path, shared_data):
+def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path, shared_data, tiny_train_recipe):
     """A model with the auxiliary lesion head trains from a one-channel model and loads for inference, which
     returns the new-lesion channel only."""
     from pmlseg.detect.network import DEFAULT_CONFIG, build_network
@@ -53,9 +53,7 @@ def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path,
     config = dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8])
     init = tmp_path / "one.pt"
     torch.save(build_network(config).state_dict(), init)
-    recipe = dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1,
-                  replace_every=1000, workers=1, checkpoint_minutes=100.0,
-                  sources={"mni_brains": ["patient07"], "raw_flair": []})
+    recipe = tiny_train_recipe
     out = tmp_path / "aux"
     T.train(out, recipe, dict(config, aux_lesion_head=True), shared_data, init=init)
     pred = Predictor(out, device="cpu")
@@ -69,7 +67,7 @@ def test_auxiliary_head_trains_and_its_model_predicts_new_lesions_only(tmp_path,
     assert prob.shape == bl.shape and 0 <= prob.min() <= prob.max() <= 1
 
 
-def test_encoder_head_trains_beside_the_network_and_is_not_saved(tmp_path, shared_data):
+def test_encoder_head_trains_beside_the_network_and_is_not_saved(tmp_path, shared_data, tiny_train_recipe):
     """The auxiliary lesion task on the encoder only (recipe aux_encoder_head): trained on every lesion the pair
     shows, at the encoder's 1/4 resolution, and left out of the saved model, which stays one-channel."""
     import torch
@@ -78,9 +76,7 @@ def test_encoder_head_trains_beside_the_network_and_is_not_saved(tmp_path, share
     from pmlseg.detect.predictor import Predictor
 
     config = dict(DEFAULT_CONFIG, features=[8, 8, 16, 16, 32, 8])
-    recipe = dict(T.DEFAULT_RECIPE, minutes=5.0, max_steps=3, batch_size=2, patch=64, pool_size=1,
-                  replace_every=1000, workers=1, checkpoint_minutes=100.0, aux_encoder_head=True,
-                  sources={"mni_brains": ["patient07"], "raw_flair": []})
+    recipe = dict(tiny_train_recipe, aux_encoder_head=True)
     T.train(tmp_path / "enc", recipe, config, shared_data)
     state = torch.load(tmp_path / "enc" / "model.pt", map_location="cpu")
     assert state["final_conv.weight"].shape[0] == 1 and set(state) == set(build_network(config).state_dict())
