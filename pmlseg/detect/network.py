@@ -85,10 +85,10 @@ def stack_channels(bl, fu, k0: int, k1: int, context: int, t2: tuple | None = No
     import numpy as np
 
     nz = bl.shape[2]
+    stacks = [(bl, fu)] + ([t2] if t2_input else [])
     out = []
     for k in range(k0, k1):
         idx = [min(max(k + d, 0), nz - 1) for d in range(-context, context + 1)]
-        stacks = [(bl, fu)] + ([t2 if t2 is not None else None] if t2_input else [])
         parts = []
         for pair in stacks:
             if pair is None:

@@ -142,7 +142,6 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     """
     import SimpleITK as sitk
 
-    from pmlseg.detect.harmonise import harmonise_followup
     from pmlseg.registration.affine import check_image, register_affine
     from pmlseg.registration.preprocess import brain_mask
     from pmlseg.registration.qc import registration_qc
@@ -167,9 +166,7 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     grid = working_grid(baseline, inplane_mm, slice_mm, min_slice_mm)
     thick = grid.GetSpacing()[2]
     coarser = slice_mm is None and thick > sitk.DICOMOrient(baseline, "LPS").GetSpacing()[2] + 1e-3
-    bl_src, fu_src = (thick_slices(baseline, thick), thick_slices(followup, thick)) if coarser else (baseline, followup)
-    bl = to_array(sitk.Resample(bl_src, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    fu = to_array(sitk.Resample(fu_src, grid, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+    bl, fu = _on_working_grid(baseline, followup, grid, sitk.Transform(), transform, thick if coarser else None)
     mask = to_array(sitk.Resample(mask_bl, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     # the follow-up may not cover the whole baseline brain: keep only voxels both visits see
     ones = sitk.Image(followup.GetSize(), sitk.sitkUInt8) + 1
@@ -177,10 +174,28 @@ def prepare_pair(baseline, followup, transform=None, *, baseline_name: str = "ba
     mask &= to_array(sitk.Resample(ones, grid, transform, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)) > 0
     if mask.sum() < 1000:
         raise PmlsegError(f"{baseline_name}: brain mask on the working grid is (nearly) empty")
-    bl = normalise(bl, mask)
-    fu = harmonise_followup(bl, normalise(fu, mask), mask, tuple(grid.GetSpacing()))
+    bl, fu = _normalised_visits(bl, fu, mask, tuple(grid.GetSpacing()))
     timings["resample_s"] = round(time.perf_counter() - t, 2)
     return PreparedPair(grid, bl, fu, mask, baseline, transform, qc, timings, thick if coarser else None)
+
+
+def _on_working_grid(bl_img, fu_img, grid, bl_tx, fu_tx, profile_mm: float | None):
+    """Both visits' images as arrays on the working grid (linear), given ``profile_mm`` slices first when the
+    grid is coarser than the rebaseline's (``thick_slices``); the transforms map grid points to image points."""
+    import SimpleITK as sitk
+
+    if profile_mm is not None:
+        bl_img, fu_img = thick_slices(bl_img, profile_mm), thick_slices(fu_img, profile_mm)
+    return tuple(to_array(sitk.Resample(img, grid, tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+                 for img, tx in ((bl_img, bl_tx), (fu_img, fu_tx)))
+
+
+def _normalised_visits(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+    """Each visit divided by its median brain intensity, the follow-up then harmonised to the rebaseline."""
+    from pmlseg.detect.harmonise import harmonise_followup
+
+    bl = normalise(bl, mask)
+    return bl, harmonise_followup(bl, normalise(fu, mask), mask, spacing)
 
 
 def add_t2(pair: PreparedPair, bl_t2, fu_t2, bl_t2_tx, fu_t2_tx) -> None:
@@ -194,16 +209,10 @@ def add_t2(pair: PreparedPair, bl_t2, fu_t2, bl_t2_tx, fu_t2_tx) -> None:
     """
     import SimpleITK as sitk
 
-    from pmlseg.detect.harmonise import harmonise_followup
-
     t = time.perf_counter()
-    if pair.slice_profile_mm is not None:
-        bl_t2, fu_t2 = thick_slices(bl_t2, pair.slice_profile_mm), thick_slices(fu_t2, pair.slice_profile_mm)
     fu_tx = sitk.CompositeTransform([fu_t2_tx, pair.transform])  # the last added is applied first
-    bl = to_array(sitk.Resample(bl_t2, pair.grid, bl_t2_tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    fu = to_array(sitk.Resample(fu_t2, pair.grid, fu_tx, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-    pair.bl_t2 = normalise(bl, pair.mask)
-    pair.fu_t2 = harmonise_followup(pair.bl_t2, normalise(fu, pair.mask), pair.mask, pair.spacing)
+    bl, fu = _on_working_grid(bl_t2, fu_t2, pair.grid, bl_t2_tx, fu_tx, pair.slice_profile_mm)
+    pair.bl_t2, pair.fu_t2 = _normalised_visits(bl, fu, pair.mask, pair.spacing)
     pair.timings["t2_resample_s"] = round(time.perf_counter() - t, 2)
 
 
