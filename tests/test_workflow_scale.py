@@ -138,7 +138,7 @@ def test_template_fits_are_reused_for_the_same_image_content():
     assert named_fit(a, name="followup T1w") == named_fit(same, name="baseline T1w") == "followup T1w"
     assert runs[-1] == "followup T1w" and named_fit.hits == 1   # a name for messages is not part of the key
     from pmlseg.characterise.location import register_to_template
-    from pmlseg.detect.pipeline import intra_visit_transform
+    from pmlseg.detect.same_session import intra_visit_transform
     from pmlseg.registration.preprocess import brain_mask
 
     assert all(hasattr(f, "hits") for f in (brain_mask, register_to_template, intra_visit_transform))
@@ -175,7 +175,8 @@ def test_work_ahead_from_the_registration_job_is_the_detections(shared_data, tmp
     same = [sitk.ReadTransform(str(tmp_path / f)).GetParameters() for f in ("t.tfm", "t2.tfm")]
     assert np.allclose(*same, atol=1e-6), same                # equal but for ITK threads' last bits
     # the follow-up's T1/T2 registrations: the detection's register_optional takes them instead of registering
-    from pmlseg.detect.pipeline import intra_visit_transform, register_optional
+    from pmlseg.detect.pipeline import register_optional
+    from pmlseg.detect.same_session import intra_visit_transform
 
     optional = {"followup_t1": str(d / "study2_T1W.nii.gz"), "followup_t2": str(d / "study2_T2W.nii.gz")}
     fu = read_image(d / "study2_FLAIR.nii.gz", "follow-up FLAIR")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pmlseg.detect.same_session import intra_visit_transform, read_optional, use_same_session
 from pmlseg.errors import PmlsegError
-from pmlseg.memo import by_image_content
 
 log = logging.getLogger(__name__)
 
@@ -154,28 +154,6 @@ def _flair_brain(pair, visit: str, followup_flair):
     return sitk.BinaryDilate(sitk.Resample(m, ref, tfm, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8), [3, 3, 1])
 
 
-# a patient's detection job meets each visit's T1/T2/DWI in up to three cases (as the follow-up against the
-# rebaseline and the previous visit, as the baseline of the next visit): register each once (~9 s each)
-@by_image_content(maxsize=16, ignore=("fixed_name", "moving_name"))
-def intra_visit_transform(flair, img, *, fixed_name: str, moving_name: str):
-    """Same-session rigid transform (FLAIR points -> ``img`` points), from the scanner coordinates."""
-    from pmlseg.registration.affine import register_affine
-
-    return register_affine(flair, img, init="identity", rigid_only=True, fixed_name=fixed_name,
-                           moving_name=moving_name).transform
-
-
-def read_optional(path: str | Path):
-    """An optional image as float32 3D (DWI: its first volume, b0)."""
-    import SimpleITK as sitk
-
-    img = sitk.ReadImage(str(path))
-    if img.GetDimension() == 4:
-        size = list(img.GetSize())
-        img = sitk.Extract(img, size[:3] + [0], [0, 0, 0, 0])
-    return sitk.Cast(img, sitk.sitkFloat32)
-
-
 def register_optional(optional: dict, flairs: dict, same_session: str | Path | None = None) -> dict:
     """{key: (image, same-session transform)} for every optional image: read and registered to its visit's
     FLAIR (``flairs[visit]``). Needs neither the pair nor the network, so ``_run_case`` runs it in a thread
@@ -184,8 +162,6 @@ def register_optional(optional: dict, flairs: dict, same_session: str | Path | N
     they were made from these very images."""
     images = {k: read_optional(path) for k, path in optional.items()}
     if same_session:
-        from pmlseg.detect.same_session import use_same_session
-
         mine = [img for k, img in images.items() if OPTIONAL[k][0] == "followup"]
         if mine and use_same_session(same_session, flairs["followup"], mine):
             log.info("follow-up same-session registrations reused from its registration job")

@@ -204,7 +204,7 @@ def add_t2(pair: PreparedPair, bl_t2, fu_t2, bl_t2_tx, fu_t2_tx) -> None:
     so the T2 channels are on the scale the network was trained on.
 
     ``bl_t2_tx``: rebaseline FLAIR points -> rebaseline T2 points; ``fu_t2_tx``: follow-up FLAIR points ->
-    follow-up T2 points (same-session registrations, pmlseg.detect.pipeline.intra_visit_transform). The
+    follow-up T2 points (same-session registrations, pmlseg.detect.same_session.intra_visit_transform). The
     follow-up T2 is reached through the pair's transform first, then ``fu_t2_tx``.
     """
     import SimpleITK as sitk

@@ -18,12 +18,11 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pmlseg.atomic import write_text
+from pmlseg.report import NO_LESION, by_suspicion
 from pmlseg.report.figures import figure_png, lesion_figure, overview_figure
 from pmlseg.report.viewer import NIIVUE_VERSION, lesion_targets, niivue_js, viewer_js, viewer_payload
 
 DECISIONS = ("confirm_new_lesion", "not_a_lesion", "suspect_pml")
-NO_LESION = "No new or enlarging lesion"
-SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 _JS = r"""
 const L = JSON.parse(document.getElementById('lesion-data').textContent);
@@ -145,7 +144,7 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
     qc = qc or {}
     lesions = [dict(d) for d in lesions]
     extra = _possible_rows(possible_rows, lesions)
-    order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
+    order = by_suspicion(lesions)
     report_id = header.get("report_id") or f"pmlseg-{int(time.time())}"
     head = [f"<p><b>Subject:</b> {html.escape(str(header.get('subject', 'pseudonymised')))}"
             f" &nbsp; <b>Follow-up:</b> {html.escape(str(header.get('session', 'n/a')))}"

@@ -4,10 +4,8 @@ with its crops and rule contributions.  Pseudonymous unless ``identified``."""
 from __future__ import annotations
 
 from pmlseg.atomic import atomic_path
+from pmlseg.report import NO_LESION, by_suspicion
 from pmlseg.report.figures import figure_page, lesion_figure, overview_figure
-from pmlseg.report.html import NO_LESION
-
-SUSPICION_ORDER = {"high": 0, "moderate": 1, "low": 2}
 
 
 def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=False, figures=None) -> None:
@@ -20,7 +18,7 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
     from matplotlib.backends.backend_pdf import PdfPages
 
     header, qc = header or {}, qc or {}
-    order = sorted(lesions, key=lambda d: (SUSPICION_ORDER.get(d.get("pml_suspicion"), 3), -d.get("pml_score", 0)))
+    order = by_suspicion(lesions)
     with atomic_path(path) as tmp, PdfPages(tmp) as pdf:
         fig = plt.figure(figsize=(8.27, 11.69))
         lines = ["New-lesion report with PML-suspicion flags", "",
