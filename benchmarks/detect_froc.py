@@ -61,8 +61,8 @@ def real_case(d: Path, t2: bool = False) -> dict:
     workflow registers a visit's T2 (same-session rigid) and laid on the working grid."""
     import SimpleITK as sitk
 
-    from pmlseg.detect.same_session import intra_visit_transform, read_optional
     from pmlseg.detect.predictor import add_t2, prepare_pair, read_image
+    from pmlseg.detect.same_session import intra_visit_transform, read_optional
 
     bl, fu = read_image(d / "study1_FLAIR.nii.gz", "rebaseline"), read_image(d / "study2_FLAIR.nii.gz", "fu")
     pair = prepare_pair(bl, fu)

@@ -120,6 +120,18 @@ def test_report_files_and_pseudonymity(tmp_path):
     assert NAME in ident["html"].read_text()
 
 
+def test_both_reports_list_lesions_most_suspect_first():
+    """One order for report.html and report.pdf: suspicion level, then PML score; a lesion without a score last."""
+    from pmlseg.report import by_suspicion
+
+    rows = [{"lesion_id": 1, "pml_suspicion": "low", "pml_score": 0.9},
+            {"lesion_id": 2, "pml_suspicion": None},
+            {"lesion_id": 3, "pml_suspicion": "high", "pml_score": 0.7},
+            {"lesion_id": 4, "pml_suspicion": "moderate", "pml_score": 0.5},
+            {"lesion_id": 5, "pml_suspicion": "high", "pml_score": 0.95}]
+    assert [r["lesion_id"] for r in by_suspicion(rows)] == [5, 3, 4, 1, 2]
+
+
 def test_stable_report_says_no_new_lesion_and_shows_the_images(tmp_path):
     """A follow-up without lesions gets a full report: the plain statement, the QC and the compared images."""
     import re
