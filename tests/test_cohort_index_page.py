@@ -3,6 +3,7 @@
 with the next scan due, a link to every visit report, no identifiers, no console error."""
 
 import datetime as dt
+import json
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -28,6 +29,9 @@ def _cohort(tmp_path) -> Path:
                  for ses in ("ses-01", "ses-02")]
     write_tsv(out / "identity.tsv", identity, list(identity[0]))
     _detection(out, "sub-004", "ses-02", "rebaseline", [], [])
+    qc = out / L.detect_dir("sub-004", "ses-02", "rebaseline") / "qc.json"   # as pmlseg.detect.pipeline records it
+    qc.write_text(json.dumps({**json.loads(qc.read_text()), "detector_limits": "Detector m1: it found 3 of 10. "
+                              "A report without lesions does not rule out new lesions: read the images."}))
     for sub in ("sub-001", "sub-002", "sub-003", "sub-004"):
         write_tracking(out, sub, out / "manifest.tsv")
     clinical = tmp_path / "clinical.tsv"
@@ -50,7 +54,9 @@ def test_index_orders_patients_by_need_in_chromium(tmp_path, chromium):
     assert why["sub-001"].startswith("high PML suspicion (ses-03); 3 new lesions at ses-03")
     assert "failed visit ses-02: register: flair.nii.gz: registration QC failed" in why["sub-002"]
     assert "failed visit ses-02: no usable FLAIR in this visit" in why["sub-003"]
-    assert why["sub-004"] == "stable: nothing to read"
+    assert why["sub-004"] == "no flag: no new lesion found"
+    # what the detector misses stands on the page, as the visits' detection recorded it
+    assert drv.find_element("id", "limits").text.startswith("Detector m1: it found 3 of 10. A report without lesions")
     # risk and schedule: sub-001 is high risk (every 4 months), last scan 60 days before the reference date
     card = drv.find_element("id", "sub-001").text
     assert "PML risk: 7 per 1000 (anti-JCV index > 1.5, 37-48 months exposure)" in card

@@ -75,6 +75,9 @@ def test_stable_pairs_exit_0_with_every_output(stable_runs):
             assert "zero segments" in qc["dicom"]["seg_reason"] and not (out / "dicom/seg.dcm").exists()
             html = (out / "report.html").read_text()
             assert "No new or enlarging lesion" in html and "data:image/png;base64," in html
+            # and what the detector misses, from the shipped model's own metadata, beside that statement
+            limits = html[html.index("id=limits"):][:400]
+            assert "Detector newlesion-2p5d: on 2 real follow-up pairs" in limits and "does not rule out" in limits
             assert qc["report_id"] in html
     print(f"false-positive components over the stable pairs: {n_fp}")
     assert n_fp <= 1  # issue 14: a reading aid may not raise an alarm on most stable patients

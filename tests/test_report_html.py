@@ -132,6 +132,21 @@ def test_both_reports_list_lesions_most_suspect_first():
     assert [r["lesion_id"] for r in by_suspicion(rows)] == [5, 3, 4, 1, 2]
 
 
+def test_detector_limits_come_from_the_model_metadata():
+    from pmlseg.report import detector_limits
+
+    meta = {"operating_point": {"real": {"a": {"found": "1/4", "fp": 0}, "b": {"found": "2/6", "fp": 3},
+                                         "pooled_sensitivity": 0.3, "fp_per_case": 1.5}}}
+    text = detector_limits("m1", meta)
+    assert text.startswith("Detector m1: on 2 real follow-up pairs with expert change masks it found 3 of 10 "
+                           "new/enlarging lesions (sensitivity 0.30) with 1.5 false positives per case.")
+    for unmeasured in (None, {}, {"operating_point": {"real": {"a": {"found": "n/a"}}}},
+                       {"operating_point": {"real": {"a": {"found": "1/4"}}}}):  # no false-positive rate
+        assert "not recorded" in detector_limits("m2", unmeasured)
+    assert all(t.endswith("does not rule out new lesions: read the images.") for t in
+               (text, detector_limits("m2", None)))
+
+
 def test_stable_report_says_no_new_lesion_and_shows_the_images(tmp_path):
     """A follow-up without lesions gets a full report: the plain statement, the QC and the compared images."""
     import re
@@ -141,16 +156,19 @@ def test_stable_report_says_no_new_lesion_and_shows_the_images(tmp_path):
     empty = sitk.Image(labels.GetSize(), labels.GetPixelID())
     empty.CopyInformation(labels)
     paths = write_report(tmp_path, [], imgs, empty, qc={"status": "pass", "detail": "registration similarity 0.97"},
-                         header={"subject": "sub-001", "report_id": "pmlseg-abc"})
+                         header={"subject": "sub-001", "report_id": "pmlseg-abc",
+                                 "detector_limits": "Detector m1: it found 3 of 10. A report without lesions does "
+                                                    "not rule out new lesions: read the images."})
     text = paths["html"].read_text()
     stable = text[text.index("id=stable"):]
     assert "No new or enlarging lesion" in stable[:200] and "pass" in stable[:200]
+    assert "id=limits>Detector m1: it found 3 of 10" in stable[:400]   # right under the statement
     assert "data:image/png;base64," in stable and "pmlseg-abc" in text
     pdf = paths["pdf"].read_bytes()
     assert len(re.findall(rb"/Type /Page\b", pdf)) == 2  # summary + the images
     if shutil.which("pdftotext"):  # poppler-utils
         text = subprocess.run(["pdftotext", str(paths["pdf"]), "-"], capture_output=True, text=True).stdout
-        assert "No new or enlarging lesion" in text
+        assert "No new or enlarging lesion" in text and "does not rule out new lesions" in " ".join(text.split())
     assert json.loads(paths["json"].read_text()) == []
 
 

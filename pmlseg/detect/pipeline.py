@@ -301,6 +301,7 @@ def _detect_and_report(baseline, followup, out: Path, bl_img, fu_img, registered
     from pmlseg.detect import postprocess
     from pmlseg.detect.network import DEFAULT_CONFIG
     from pmlseg.detect.predictor import from_array, prepare_pair
+    from pmlseg.report import detector_limits
 
     if pair is None:
         tfm = read_transform(followup_transform) if followup_transform else None
@@ -379,6 +380,9 @@ def _detect_and_report(baseline, followup, out: Path, bl_img, fu_img, registered
     qc["total_volume_mm3"] = round(sum(r["volume_mm3"] for r in rows), 1)
     inputs = [baseline, followup, *([followup_transform] if followup_transform else []), *optional.values()]
     qc["report_id"] = report_id(inputs, table, json.dumps(qc["model"], sort_keys=True))
+    # what the detector misses, for the reports and the cohort index (a clean report is not a negative finding)
+    qc["detector_limits"] = (detector_limits(predictor.name, predictor.metadata) if method == "model"
+                             else detector_limits(f"{method} (no trained model)", None))
     if report:
         t = time.perf_counter()
         from pmlseg.report.dicom_outputs import NO_SEG_REASON
@@ -405,7 +409,8 @@ def _detect_and_report(baseline, followup, out: Path, bl_img, fu_img, registered
         brain = sitk.Resample(from_array(pair.mask.astype(np.uint8), pair.grid), pair.baseline, sitk.Transform(),
                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
         header = {**bids_header(followup), "baseline_session": bids_header(baseline).get("session"),
-                  "report_id": qc["report_id"]}
+                  "report_id": qc["report_id"],
+                  "detector_limits": qc["detector_limits"]}
         result.rows = characterise_and_report(out, labels, rows, images, qc_line, header=header, priors=priors,
                                               unavailable=unavailable, columns=LESION_COLUMNS, crop_mask=brain,
                                               derived_series=derived.result() if derived is not None else None)

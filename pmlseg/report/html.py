@@ -178,19 +178,21 @@ def render_html(lesions: list[dict], images: dict, labels: sitk.Image, qc: dict 
                        "centroids": {d["lesion_id"]: [d.get(f"centroid_{a}") for a in "xyz"] if "centroid_x" in d
                                      else d.get("centroid_mm") for d in order}})
     scripts = (f"<script>{niivue_js()}</script><script>{viewer_js()}</script>" if payload else "")
+    limits = (f"<p class=warn id=limits>{html.escape(header['detector_limits'])}</p>"
+              if header.get("detector_limits") else "")
     stable = ""
     if not lesions:  # a stable follow-up: say so plainly and show what was compared
         fig = (figures or {}).get("overview")
         png = base64.b64encode(figure_png(fig if fig is not None else overview_figure(images))).decode()
         stable = (f"<p class=stable id=stable><b>{NO_LESION}.</b> Registration QC: {html.escape(str(qc_status))}.</p>"
-                  f"<img alt='rebaseline and follow-up FLAIR' src='data:image/png;base64,{png}'>")
+                  f"{limits}<img alt='rebaseline and follow-up FLAIR' src='data:image/png;base64,{png}'>")
     return f"""<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>pmlseg lesion report</title>
 <style>{_CSS}</style></head><body>
 <h1>New-lesion report with PML-suspicion flags</h1>{''.join(head)}
 <p><b>QC:</b> {html.escape(str(qc_status))} {html.escape(str(qc.get('detail', '')))}</p>{stable}
 <p><b>Report id:</b> <code>{html.escape(report_id)}</code></p>
 <p><b>{len(lesions)}</b> new/enlarging lesions: {counts['high']} high, {counts['moderate']} moderate, {counts['low']} low PML suspicion.</p>
-<p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
+{limits if lesions else ""}<p class=warn>The PML score is a transparent rule-based reading aid (docs/pml_score.md), not a diagnosis.</p>
 {_lesion_table(order + extra)}
 <h2>Viewer: {html.escape(_baseline_name(header).lower())} and follow-up, lesions overlaid</h2>
 {_viewer_panel(payload, header)}

@@ -3,6 +3,8 @@ with its crops and rule contributions.  Pseudonymous unless ``identified``."""
 
 from __future__ import annotations
 
+import textwrap
+
 from pmlseg.atomic import atomic_path
 from pmlseg.report import NO_LESION, by_suspicion
 from pmlseg.report.figures import figure_page, lesion_figure, overview_figure
@@ -28,6 +30,7 @@ def write_pdf(path, lesions, images, labels, qc=None, header=None, identified=Fa
         lines += [f"QC: {qc.get('status', 'not assessed')} {qc.get('detail', '')}",
                   f"Report id: {header.get('report_id', 'n/a')}",
                   f"{len(lesions)} new/enlarging lesions" if lesions else f"{NO_LESION}.", "",
+                  *textwrap.wrap(header.get("detector_limits", ""), 100),
                   "The PML score is a rule-based reading aid, not a diagnosis.", "",
                   f"{'id':>4} {'suspicion':>9} {'score':>6} {'vol mm3':>8} {'diam mm':>8}  location / lobe"]
         for d in order:

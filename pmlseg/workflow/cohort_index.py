@@ -174,6 +174,20 @@ def _detector_check_box(out: Path) -> str:
             + f' (<a href="{_e(CHECK_FILE)}">{_e(CHECK_FILE)}</a>)</div>')
 
 
+def _detector_limits(out: Path, sessions: list[dict]) -> str:
+    """What the detector misses, as the visits' detection recorded it (qc.json, pmlseg.report.detector_limits);
+    the first follow-up's that has one (a cohort is run with one detector)."""
+    for s in sessions:
+        if s["report"]:
+            try:
+                text = json.loads((out / s["report"]).with_name("qc.json").read_text()).get("detector_limits")
+            except (OSError, ValueError):
+                continue
+            if text:
+                return str(text)
+    return ""
+
+
 def _link(href: str, text: str) -> str:
     return f'<a href="{_e(href)}">{_e(text)}</a>' if href else ""
 
@@ -203,7 +217,7 @@ def triage(sub: str, sessions: list[dict], risk: dict) -> tuple[tuple, list[str]
 
 def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: dict, *,
                  identities: dict | None = None, today: dt.date | None = None,
-                 scan_dates: dict | None = None, warnings: list[str] = ()) -> str:
+                 scan_dates: dict | None = None, warnings: list[str] = (), detector_limits: str = "") -> str:
     subjects = sorted({s["subject"] for s in sessions})
     # from the visit rows (detection's own tables), so a failed tracking step cannot hide a suspicious lesion
     sus_of = {sub: max((suspicion_rank(x.get("pml_suspicion", "")) for x in sessions if x["subject"] == sub),
@@ -221,7 +235,9 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
             f"{len(overdue)} overdue scan(s).</p>",
             '<p class="small">Research reading aid, not a diagnostic device: every flag must be confirmed by a '
             "neuroradiologist. Tables: <a href=\"sessions.tsv\">sessions.tsv</a>, "
-            '<a href="lesions.tsv">lesions.tsv</a>.</p>', _detector_check_box(out)]
+            '<a href="lesions.tsv">lesions.tsv</a>.</p>',
+            f'<p class="warn" id="limits">{_e(detector_limits)}</p>' if detector_limits else "",
+            _detector_check_box(out)]
     body.append("<h2>Patients, most in need of a reader first</h2><table id=patients><tr><th>subject</th>"
                 "<th>needs a reader because</th><th>max PML suspicion</th><th>max PML score</th>"
                 "<th>new lesions (latest)</th><th>PML risk /1000</th><th>MRI interval</th><th>next scan</th></tr>")
@@ -232,7 +248,7 @@ def render_index(out: Path, sessions: list[dict], lesions: list[dict], risks: di
         sus = max((x.get("pml_suspicion", "") for x in sessions if x["subject"] == sub), key=suspicion_rank,
                   default="")
         body.append(f'<tr{cls} data-subject="{_e(sub)}"><td><a href="#{_e(sub)}">{_e(sub)}</a></td>'
-                    f'<td>{"; ".join(_e(x) for x in needs[sub][1]) or "stable: nothing to read"}</td>'
+                    f'<td>{"; ".join(_e(x) for x in needs[sub][1]) or "no flag: no new lesion found"}</td>'
                     f'<td>{_e(sus or "none")}</td>'
                     f"<td>{score_of[sub]:.2f}</td><td>{_e(last[-1]['n_new_lesions'] if last else '-')}</td>"
                     f"<td>{_e(r.get('per_1000', ''))}</td><td>{_e(r.get('interval', ''))}</td>"
@@ -356,6 +372,7 @@ def write_index(out: Path, clinical: Path | None = None, identified: bool = Fals
             if d and r.get("session"):
                 scan_dates.setdefault(r["subject"], {})[r["session"]] = d.isoformat()
     write_text(out / "index.html", render_index(out, sessions, lesions, risks, identities=identities, today=today,
-                                                scan_dates=scan_dates, warnings=unmatched))
+                                                scan_dates=scan_dates, warnings=unmatched,
+                                                detector_limits=_detector_limits(out, sessions)))
     return {"sessions": len(sessions), "lesions": len(lesions),
             "failed": sum(s["qc"] == "failed" for s in sessions), "risks": len(risks)}
