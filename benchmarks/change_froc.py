@@ -11,11 +11,12 @@ pair (pmlseg.detect.lesion_features.noise_sd), and
   does not);
 
 candidates = 26-components of the score > --seed-sd (10 mm3 .. 1500 mm3, follow-up FLAIR > the config's
-min_followup_peak), ranked by their peak score (--rank: mean or sum instead). Each rank cut is scored with the data set's protocol (labels
-carried onto gt.nii.gz's grid; GT = 26-components of gt_direction == 1 >= 10 mm3): pooled sensitivity and
-false positives per case at the cuts, and the sensitivity at <= 1, 3 and 10 false positives per case.
+min_followup_peak), ranked by their peak score (--rank: mean or sum instead). Each rank cut is scored with the
+data set's protocol (labels carried onto gt.nii.gz's grid; GT = 26-components of gt_direction == 1 >= 10 mm3):
+pooled sensitivity and false positives per case at the cuts, and the sensitivity at <= 1, 3 and 10 false
+positives per case; per pair, how many false positives rank above each GT lesion a candidate reaches.
 
-    .venv/bin/python benchmarks/change_froc.py [--seed-sd 2.0] [--cache /tmp/froc_cache]
+    .venv/bin/python benchmarks/change_froc.py [--seed-sd 2.0] [--rank peak] [--cache /tmp/froc_cache]
 
 The prepared pairs with T2W are the same as detect_froc.py's NAME_t2 cache entries (shared when --cache is).
 Results: docs/detection.md "Phase 13".
@@ -44,7 +45,8 @@ def zscore(bl: np.ndarray, fu: np.ndarray, mask: np.ndarray, spacing) -> np.ndar
     return np.where(mask, (d - med) / sd, 0.0)
 
 
-def candidates(score: np.ndarray, pair, config: dict, seed_sd: float, rank: str = "peak") -> tuple[np.ndarray, np.ndarray]:
+def candidates(score: np.ndarray, pair, config: dict, seed_sd: float,
+               rank: str = "peak") -> tuple[np.ndarray, np.ndarray]:
     """Labels 1..N of the score's plausible blobs and each one's rank score: its peak, its mean, or its sum
     (the evidence summed over the blob, a matched filter's answer for a lesion of that shape)."""
     from pmlseg.detect.lesion_features import smoothed
@@ -63,7 +65,7 @@ def candidates(score: np.ndarray, pair, config: dict, seed_sd: float, rank: str 
 
 
 def scored_candidates(case: dict, lab: np.ndarray, peaks: np.ndarray) -> tuple:
-    """Per candidate: its peak, the GT lesions (>= 10 mm3) it touches, whether it touches any GT voxel and
+    """Per candidate: its rank score, the GT lesions (>= 10 mm3) it touches, whether it touches any GT voxel and
     whether it survives on the GT grid; and the number of GT lesions."""
     gt = case["gt_new"]
     gl, _ = ndi.label(gt, np.ones((3, 3, 3)))
@@ -83,7 +85,7 @@ def scored_candidates(case: dict, lab: np.ndarray, peaks: np.ndarray) -> tuple:
 
 
 def froc(cases: list[tuple]) -> list[tuple[float, float, float]]:
-    """(cut, pooled sensitivity, FP per case) for every distinct peak as the cut, highest first."""
+    """(cut, pooled sensitivity, FP per case) for every distinct rank score as the cut, highest first."""
     cuts = sorted({float(p) for c in cases for p in c[0]}, reverse=True)
     n_gt = sum(c[4] for c in cases)
     out = []
