@@ -1,4 +1,5 @@
-"""PML-suspicion levels in order, for the cohort, patient and tracking tables that rank visits and lesions by it.
+"""PML-suspicion levels in order, for the cohort, patient and tracking tables and the visit reports
+(pmlseg.report.by_suspicion) that rank visits and lesions by it.
 
 Its own module so that the tracking tables and the patient report (which tracking writes) both read it without
 importing each other.
